@@ -1,0 +1,654 @@
+//! The typed configuration. One `confidant.toml`, every key optional with a documented
+//! default (see `confidant.example.toml`), overridden by `CONFIDANT_*` environment variables
+//! (`CONFIDANT_DATA_DIR`, `CONFIDANT_SERVER__LISTEN`: a double underscore descends a table).
+//!
+//! Decoding never stops at the first problem: every problem is collected with the path of
+//! its key, so an operator fixes them all in one go. Reading files is the caller's business.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use regex::Regex;
+use serde::de::DeserializeOwned;
+
+use crate::identity::{IdLimits, IdentityRules, DEFAULT_BANNED_VALUES};
+use crate::message::Limits;
+
+/// What an API key may do. Least privilege: each key has exactly one role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sends events only (the role of a source's write key).
+    Write,
+    /// Reads pseudonymised data.
+    Analyst,
+    Marketer,
+    Admin,
+    /// The data protection officer.
+    Dpo,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Write => "write",
+            Role::Analyst => "analyst",
+            Role::Marketer => "marketer",
+            Role::Admin => "admin",
+            Role::Dpo => "dpo",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Where the database and generated credentials live. Default `./data`.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub sources: Vec<SourceConfig>,
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub ingest: IngestConfig,
+    pub identity: IdentityConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// Default `127.0.0.1:8080`. Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// The URL customers and SDKs reach this server at, for links. Default: from `listen`.
+    pub public_url: Option<String>,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct SourceConfig {
+    pub name: String,
+    pub write_key: String,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    pub key: String,
+    pub role: Role,
+}
+
+// Secrets never reach logs, even through `{:?}`.
+impl fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceConfig").field("name", &self.name).field("write_key", &"<secret>").finish()
+    }
+}
+impl fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyConfig").field("name", &self.name).field("key", &"<secret>").field("role", &self.role).finish()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngestConfig {
+    /// Largest single message, in bytes. Default 32 KiB (Segment's limit).
+    pub max_message_bytes: usize,
+    /// Largest request body after decompression, in bytes. Default 500 KB (Segment's limit).
+    pub max_batch_bytes: usize,
+    /// Most messages in one batch. Default 2,500.
+    pub max_batch_messages: usize,
+    /// Most keys in `properties`, `traits` or `context.traits`. Default 300.
+    pub max_properties: usize,
+    /// Deepest JSON nesting of a message. Default 64.
+    pub max_depth: usize,
+    /// Messages accepted but not yet committed, beyond which clients get 429. Default 50,000.
+    pub queue_capacity: usize,
+    /// The `Retry-After` sent with 429, in seconds. Default 1.
+    pub retry_after_seconds: u64,
+    /// Most messages committed in one transaction by the writer. Default 10,000.
+    pub max_commit_messages: usize,
+    /// Region for national phone numbers (ISO 3166 alpha-2). Default `FR`.
+    pub default_region: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdentityConfig {
+    /// Values that never identify anyone (case-insensitive). Default: [`DEFAULT_BANNED_VALUES`].
+    pub banned_values: Vec<String>,
+    /// Regular expressions of further banned values. Default none.
+    pub banned_patterns: Vec<String>,
+    /// Per-profile limits. Defaults: 1 user id, 5 emails, 5 phones, 1,000 anonymous ids.
+    pub max_user_ids: usize,
+    pub max_emails: usize,
+    pub max_phones: usize,
+    pub max_anonymous_ids: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `confidant=debug,info`). Default `info`.
+    pub level: String,
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            server: ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), public_url: None },
+            sources: Vec::new(),
+            api_keys: Vec::new(),
+            ingest: IngestConfig {
+                max_message_bytes: 32 * 1024,
+                max_batch_bytes: 500 * 1024,
+                max_batch_messages: 2_500,
+                max_properties: 300,
+                max_depth: 64,
+                queue_capacity: 50_000,
+                retry_after_seconds: 1,
+                max_commit_messages: 10_000,
+                default_region: "FR".into(),
+            },
+            identity: IdentityConfig {
+                banned_values: DEFAULT_BANNED_VALUES.iter().map(|s| s.to_string()).collect(),
+                banned_patterns: Vec::new(),
+                max_user_ids: IdLimits::default().user_ids,
+                max_emails: IdLimits::default().emails,
+                max_phones: IdLimits::default().phones,
+                max_anonymous_ids: IdLimits::default().anonymous_ids,
+            },
+            log: LogConfig { level: "info".into(), format: LogFormat::Text },
+        }
+    }
+}
+
+impl Config {
+    pub fn message_limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.ingest.max_message_bytes,
+            max_properties: self.ingest.max_properties,
+            max_depth: self.ingest.max_depth,
+        }
+    }
+
+    /// The identity rules. Patterns were checked when the configuration was decoded.
+    pub fn identity_rules(&self) -> IdentityRules {
+        let patterns = self.identity.banned_patterns.iter().filter_map(|p| Regex::new(p).ok()).collect();
+        IdentityRules::new(
+            self.identity.banned_values.iter().cloned(),
+            patterns,
+            IdLimits {
+                user_ids: self.identity.max_user_ids,
+                emails: self.identity.max_emails,
+                phones: self.identity.max_phones,
+                anonymous_ids: self.identity.max_anonymous_ids,
+            },
+        )
+    }
+}
+
+/// One thing wrong with the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The key's path: `server.listen`, `sources[1].write_key`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found, all at once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the configuration has {} problem(s):", self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A decoded configuration, and the environment variables that named no known key.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub ignored_env: Vec<String>,
+}
+
+/// Environment variables with this prefix override the file.
+pub const ENV_PREFIX: &str = "CONFIDANT_";
+/// Variables with the prefix that are not configuration keys.
+const ENV_NOT_KEYS: &[&str] = &["CONFIDANT_CONFIG", "CONFIDANT_TEST_DATABASE_URL", "CONFIDANT_LOG"];
+
+/// Decodes a configuration from TOML text (empty for none) and environment variables.
+pub fn load(toml_text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, ConfigError> {
+    let mut table: toml::Table = match toml_text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ConfigError { problems: vec![Problem { path: "(file)".into(), message: format!("not valid TOML: {}", e.message()) }] })
+        }
+    };
+    let mut env_paths = HashSet::new();
+    let mut problems = Vec::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        if ENV_NOT_KEYS.contains(&name.as_str()) || rest.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_lowercase()).collect();
+        if let Err(seg) = insert_path(&mut table, &path, toml::Value::String(value)) {
+            problems.push(Problem { path: name.clone(), message: format!("{seg} is not a table") });
+            continue;
+        }
+        env_paths.insert(path.join("."));
+    }
+    let mut d = Decoder { problems, env_paths, ignored_env: Vec::new() };
+    let config = d.config(table);
+    if d.problems.is_empty() {
+        Ok(Loaded { config, ignored_env: d.ignored_env })
+    } else {
+        Err(ConfigError { problems: d.problems })
+    }
+}
+
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => match table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+            toml::Value::Table(inner) => insert_path(inner, rest, value),
+            _ => Err(first.clone()),
+        },
+    }
+}
+
+struct Decoder {
+    problems: Vec<Problem>,
+    env_paths: HashSet<String>,
+    ignored_env: Vec<String>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl Decoder {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.into(), message: message.into() });
+    }
+
+    /// Takes `key` out of `table` as a `T`. A string (as environment variables give) is also
+    /// read as a TOML literal, so `CONFIDANT_INGEST__MAX_DEPTH=32` is a number.
+    fn take<T: DeserializeOwned>(&mut self, table: &mut toml::Table, path: &str, key: &str) -> Option<T> {
+        let v = table.remove(key)?;
+        let full = join(path, key);
+        match v.clone().try_into::<T>() {
+            Ok(t) => Some(t),
+            Err(first) => {
+                if let toml::Value::String(s) = &v {
+                    if let Ok(t) = format!("v = {s}").parse::<toml::Table>().map_err(|_| ()).and_then(|mut t| {
+                        t.remove("v").ok_or(()).and_then(|v| v.try_into::<T>().map_err(|_| ()))
+                    }) {
+                        return Some(t);
+                    }
+                }
+                self.problem(full, first.message().trim().to_owned());
+                None
+            }
+        }
+    }
+
+    fn table(&mut self, table: &mut toml::Table, path: &str, key: &str) -> toml::Table {
+        match table.remove(key) {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => {
+                self.problem(join(path, key), "must be a table");
+                toml::Table::new()
+            }
+        }
+    }
+
+    fn array_of_tables(&mut self, table: &mut toml::Table, key: &str) -> Vec<toml::Table> {
+        match table.remove(key) {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| match v {
+                    toml::Value::Table(t) => Some(t),
+                    _ => {
+                        self.problem(format!("{key}[{i}]"), "must be a table");
+                        None
+                    }
+                })
+                .collect(),
+            Some(_) => {
+                self.problem(key, "must be an array of tables ([[{key}]])");
+                Vec::new()
+            }
+        }
+    }
+
+    fn finish(&mut self, table: toml::Table, path: &str) {
+        for key in table.keys() {
+            let full = join(path, key);
+            if self.env_paths.contains(&full) {
+                self.ignored_env.push(format!("{ENV_PREFIX}{}", full.replace('.', "__").to_uppercase()));
+            } else {
+                self.problem(full, "unknown key");
+            }
+        }
+    }
+
+    fn required_string(&mut self, t: &mut toml::Table, path: &str, key: &str) -> String {
+        match self.take::<String>(t, path, key) {
+            Some(s) if !s.trim().is_empty() => s,
+            Some(_) => {
+                self.problem(join(path, key), "must not be empty");
+                String::new()
+            }
+            None => {
+                if !self.problems.iter().any(|p| p.path == join(path, key)) {
+                    self.problem(join(path, key), "is required");
+                }
+                String::new()
+            }
+        }
+    }
+
+    fn positive(&mut self, t: &mut toml::Table, path: &str, key: &str, default: usize) -> usize {
+        match self.take::<i64>(t, path, key) {
+            None => default,
+            Some(v) if v >= 1 => v as usize,
+            Some(_) => {
+                self.problem(join(path, key), "must be at least 1");
+                default
+            }
+        }
+    }
+
+    fn config(&mut self, mut root: toml::Table) -> Config {
+        let mut c = Config::default();
+        if let Some(dir) = self.take::<String>(&mut root, "", "data_dir") {
+            if dir.trim().is_empty() {
+                self.problem("data_dir", "must not be empty");
+            } else {
+                c.data_dir = PathBuf::from(dir);
+            }
+        }
+
+        let mut server = self.table(&mut root, "", "server");
+        if let Some(listen) = self.take::<String>(&mut server, "server", "listen") {
+            match listen.parse::<SocketAddr>() {
+                Ok(a) => c.server.listen = a,
+                Err(_) => self.problem("server.listen", "must be an address and port such as 127.0.0.1:8080"),
+            }
+        }
+        if let Some(url) = self.take::<String>(&mut server, "server", "public_url") {
+            if url.starts_with("http://") || url.starts_with("https://") {
+                c.server.public_url = Some(url.trim_end_matches('/').to_owned());
+            } else {
+                self.problem("server.public_url", "must start with http:// or https://");
+            }
+        }
+        self.finish(server, "server");
+
+        for (i, mut t) in self.array_of_tables(&mut root, "sources").into_iter().enumerate() {
+            let path = format!("sources[{i}]");
+            let name = self.required_string(&mut t, &path, "name");
+            let write_key = self.required_string(&mut t, &path, "write_key");
+            self.finish(t, &path);
+            c.sources.push(SourceConfig { name, write_key });
+        }
+        for (i, mut t) in self.array_of_tables(&mut root, "api_keys").into_iter().enumerate() {
+            let path = format!("api_keys[{i}]");
+            let name = self.required_string(&mut t, &path, "name");
+            let key = self.required_string(&mut t, &path, "key");
+            let role = match self.take::<Role>(&mut t, &path, "role") {
+                Some(r) => r,
+                None => {
+                    if !self.problems.iter().any(|p| p.path == join(&path, "role")) {
+                        self.problem(join(&path, "role"), "is required (write, analyst, marketer, admin or dpo)");
+                    }
+                    Role::Analyst
+                }
+            };
+            self.finish(t, &path);
+            c.api_keys.push(ApiKeyConfig { name, key, role });
+        }
+
+        let mut ingest = self.table(&mut root, "", "ingest");
+        let p = "ingest";
+        let i = &mut c.ingest;
+        i.max_message_bytes = self.positive(&mut ingest, p, "max_message_bytes", i.max_message_bytes);
+        i.max_batch_bytes = self.positive(&mut ingest, p, "max_batch_bytes", i.max_batch_bytes);
+        i.max_batch_messages = self.positive(&mut ingest, p, "max_batch_messages", i.max_batch_messages);
+        i.max_properties = self.positive(&mut ingest, p, "max_properties", i.max_properties);
+        i.max_depth = self.positive(&mut ingest, p, "max_depth", i.max_depth);
+        i.queue_capacity = self.positive(&mut ingest, p, "queue_capacity", i.queue_capacity);
+        i.retry_after_seconds = self.positive(&mut ingest, p, "retry_after_seconds", i.retry_after_seconds as usize) as u64;
+        i.max_commit_messages = self.positive(&mut ingest, p, "max_commit_messages", i.max_commit_messages);
+        if let Some(r) = self.take::<String>(&mut ingest, p, "default_region") {
+            if r.len() == 2 && r.parse::<phonenumber::country::Id>().is_ok() {
+                i.default_region = r.to_uppercase();
+            } else {
+                self.problem("ingest.default_region", "must be an ISO 3166 alpha-2 country code such as FR");
+            }
+        }
+        self.finish(ingest, p);
+        if c.ingest.max_message_bytes > c.ingest.max_batch_bytes {
+            self.problem("ingest.max_message_bytes", "must not exceed ingest.max_batch_bytes");
+        }
+        if c.ingest.queue_capacity < c.ingest.max_batch_messages {
+            self.problem("ingest.queue_capacity", "must be at least ingest.max_batch_messages, or a full batch could never be accepted");
+        }
+        if c.ingest.max_depth > 128 {
+            self.problem("ingest.max_depth", "must be at most 128");
+        }
+
+        let mut identity = self.table(&mut root, "", "identity");
+        let p = "identity";
+        if let Some(v) = self.take::<Vec<String>>(&mut identity, p, "banned_values") {
+            c.identity.banned_values = v;
+        }
+        if let Some(v) = self.take::<Vec<String>>(&mut identity, p, "banned_patterns") {
+            for (i, pat) in v.iter().enumerate() {
+                if let Err(e) = Regex::new(pat) {
+                    let first = e.to_string().lines().last().unwrap_or("invalid").trim().to_owned();
+                    self.problem(format!("identity.banned_patterns[{i}]"), format!("not a valid regular expression: {first}"));
+                }
+            }
+            c.identity.banned_patterns = v;
+        }
+        let id = &mut c.identity;
+        id.max_user_ids = self.positive(&mut identity, p, "max_user_ids", id.max_user_ids);
+        id.max_emails = self.positive(&mut identity, p, "max_emails", id.max_emails);
+        id.max_phones = self.positive(&mut identity, p, "max_phones", id.max_phones);
+        id.max_anonymous_ids = self.positive(&mut identity, p, "max_anonymous_ids", id.max_anonymous_ids);
+        self.finish(identity, p);
+
+        let mut log = self.table(&mut root, "", "log");
+        if let Some(level) = self.take::<String>(&mut log, "log", "level") {
+            c.log.level = level;
+        }
+        if let Some(f) = self.take::<LogFormat>(&mut log, "log", "format") {
+            c.log.format = f;
+        }
+        self.finish(log, "log");
+
+        self.finish(root, "");
+        self.check_keys(&c);
+        c
+    }
+
+    /// Names are unique, keys are unique across sources and API keys, and long enough.
+    fn check_keys(&mut self, c: &Config) {
+        const MIN_KEY: usize = 16;
+        let mut names = HashMap::new();
+        let mut keys: HashMap<String, String> = HashMap::new();
+        let mut check_key = |d: &mut Decoder, path: String, key: &str| {
+            if key.is_empty() {
+                return;
+            }
+            if key.len() < MIN_KEY {
+                d.problem(path.clone(), format!("is too short: a key needs at least {MIN_KEY} characters"));
+            }
+            if let Some(first) = keys.get(key) {
+                d.problem(path.clone(), format!("is the same key as {first}; every key must be unique"));
+            } else {
+                keys.insert(key.to_owned(), path);
+            }
+        };
+        for (i, s) in c.sources.iter().enumerate() {
+            if !s.name.is_empty() {
+                if let Some(first) = names.insert(s.name.as_str(), i) {
+                    self.problem(format!("sources[{i}].name"), format!("duplicates sources[{first}].name"));
+                }
+            }
+            check_key(self, format!("sources[{i}].write_key"), &s.write_key);
+        }
+        let mut key_names = HashMap::new();
+        for (i, k) in c.api_keys.iter().enumerate() {
+            if !k.name.is_empty() {
+                if let Some(first) = key_names.insert(k.name.as_str(), i) {
+                    self.problem(format!("api_keys[{i}].name"), format!("duplicates api_keys[{first}].name"));
+                }
+            }
+            check_key(self, format!("api_keys[{i}].key"), &k.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn nothing_at_all_gives_the_documented_defaults() {
+        let c = load("", Vec::new()).unwrap().config;
+        assert_eq!(c, Config::default());
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn the_documented_keys_work_as_written() {
+        let text = r#"
+            data_dir = "/var/lib/confidant"
+            [server]
+            listen = "0.0.0.0:9000"
+            [[sources]]
+            name = "web"
+            write_key = "wk_0123456789abcdef"
+            [[api_keys]]
+            name = "ops"
+            key = "ak_0123456789abcdef"
+            role = "admin"
+        "#;
+        let c = load(text, Vec::new()).unwrap().config;
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/confidant"));
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.sources[0].name, "web");
+        assert_eq!(c.api_keys[0].role, Role::Admin);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let loaded = load(
+            "[server]\nlisten = \"127.0.0.1:1\"",
+            env(&[
+                ("CONFIDANT_SERVER__LISTEN", "127.0.0.1:2"),
+                ("CONFIDANT_INGEST__MAX_DEPTH", "32"),
+                ("CONFIDANT_DATA_DIR", "/tmp/x"),
+                ("CONFIDANT_TEST_DATABASE_URL", "postgres://x"),
+                ("CONFIDANT_NO_SUCH_KEY", "1"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(loaded.config.server.listen.port(), 2);
+        assert_eq!(loaded.config.ingest.max_depth, 32);
+        assert_eq!(loaded.config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(loaded.ignored_env, vec!["CONFIDANT_NO_SUCH_KEY".to_string()]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_path() {
+        let text = r#"
+            colour = "blue"
+            [server]
+            listen = "not an address"
+            [[sources]]
+            name = "web"
+            [[sources]]
+            name = "web"
+            write_key = "short"
+            [[api_keys]]
+            name = "ops"
+            key = "ak_0123456789abcdef"
+            role = "superuser"
+            [ingest]
+            max_depth = -1
+            max_batch_messages = "many"
+            [identity]
+            banned_patterns = ["("]
+        "#;
+        let err = load(text, Vec::new()).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        for expected in [
+            "colour",
+            "server.listen",
+            "sources[0].write_key",
+            "sources[1].name",
+            "sources[1].write_key",
+            "api_keys[0].role",
+            "ingest.max_depth",
+            "ingest.max_batch_messages",
+            "identity.banned_patterns[0]",
+        ] {
+            assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+        }
+        let shown = err.to_string();
+        assert!(!shown.contains("ak_0123456789abcdef"), "secrets are never echoed");
+    }
+
+    #[test]
+    fn malformed_toml_is_one_clear_problem() {
+        let err = load("[server\nlisten=", Vec::new()).unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert!(err.problems[0].message.starts_with("not valid TOML"));
+    }
+
+    #[test]
+    fn debug_output_hides_keys() {
+        let c = load("[[sources]]\nname = \"web\"\nwrite_key = \"wk_0123456789abcdef\"", Vec::new()).unwrap().config;
+        assert!(!format!("{c:?}").contains("wk_0123456789abcdef"));
+    }
+}

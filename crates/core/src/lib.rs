@@ -1,0 +1,17 @@
+//! Confidant's domain: the types and rules that everything else builds on.
+//!
+//! Layout:
+//! - [`ids`]: parsed identifiers (email, E.164 phone, profile id). Built once at the edge.
+//! - [`time`]: timestamp parsing and Segment's clock-skew correction.
+//! - [`message`]: a Segment-spec message, validated into a [`message::ParsedMessage`].
+//! - [`identity`]: merge protection and the pure planning of identity stitching.
+//! - [`config`]: the typed configuration, decoded with every problem reported at once.
+//!
+//! This crate does no IO: no files, no sockets, no clock reads except where a caller passes
+//! "now" in. It knows nothing of SQL, HTTP or the command line.
+
+pub mod config;
+pub mod identity;
+pub mod ids;
+pub mod message;
+pub mod time;
