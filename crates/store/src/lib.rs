@@ -1,0 +1,226 @@
+//! Confidant's storage. The only crate that knows SQL.
+//!
+//! [`Store`] is the one interface the rest of the product sees. Today it has one backend,
+//! embedded SQLite (`sqlite`); PostgreSQL will be a second behind the same methods.
+//!
+//! SQLite layout: one writer thread owns the only writing connection and commits whatever
+//! has queued up since its last commit in one transaction (group commit), so concurrent
+//! clients never see "database is locked" and throughput grows with load. Readers use a small
+//! pool of read-only connections, which WAL lets run beside the writer.
+
+mod sqlite;
+
+use std::path::Path;
+
+pub use confidant_core::identity::IdentityRules;
+use confidant_core::ids::{IdKind, ProfileId};
+use confidant_core::message::{ParsedMessage, RejectReason};
+use confidant_core::time::Millis;
+pub use serde_json::value::RawValue;
+
+/// Errors by meaning. Messages never contain personal data.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("the database is at schema version {found}, newer than this binary supports ({supported}); run a newer Confidant")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Options of the SQLite backend.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// Most messages one transaction commits.
+    pub max_commit_messages: usize,
+    pub rules: IdentityRules,
+}
+
+/// One source's accepted messages and the rejections to count, written in one commit.
+pub struct IngestBatch {
+    pub source_id: i64,
+    pub messages: Vec<ParsedMessage>,
+    pub rejected: Vec<RejectReason>,
+}
+
+/// What a committed batch did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    pub stored: usize,
+    /// Messages whose `messageId` was already stored for this source: acknowledged, not stored.
+    pub duplicates: usize,
+    /// For each message of the batch, in order: `true` when it was a duplicate.
+    pub duplicate_flags: Vec<bool>,
+    pub profiles_created: usize,
+    pub merges: usize,
+    pub conflicts: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdentityView {
+    pub kind: IdKind,
+    pub value: String,
+    /// The profile of the tree that holds it (differs from the root after a merge).
+    pub profile: ProfileId,
+    pub created_at: Millis,
+    pub source: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraitView {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub timestamp: Millis,
+    pub source: String,
+    pub message_id: String,
+}
+
+/// A live profile: the root of its tree, with everything of the profiles merged into it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileView {
+    pub id: ProfileId,
+    pub created_at: Millis,
+    /// Every profile of the tree, the root first.
+    pub members: Vec<ProfileId>,
+    pub identities: Vec<IdentityView>,
+    pub traits: Vec<TraitView>,
+    pub event_count: i64,
+    pub first_seen: Option<Millis>,
+    pub last_seen: Option<Millis>,
+}
+
+/// A stored message and where it sits in the timeline.
+#[derive(Debug)]
+pub struct EventView {
+    pub seq: i64,
+    pub timestamp: Millis,
+    /// The stored JSON, passed through without re-parsing.
+    pub body: Box<RawValue>,
+}
+
+/// A position in a profile's timeline (newest first): events strictly older than this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventCursor {
+    pub timestamp: Millis,
+    pub seq: i64,
+}
+
+#[derive(Debug)]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    pub next: Option<EventCursor>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergeView {
+    pub id: i64,
+    pub at: Millis,
+    pub into: ProfileId,
+    pub from: ProfileId,
+    pub rule: String,
+    pub evidence: serde_json::Value,
+    pub source: Option<String>,
+    pub message_id: Option<String>,
+    pub undone_at: Option<Millis>,
+    pub undone_by: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConflictView {
+    pub at: Millis,
+    pub profile: ProfileId,
+    pub other: Option<ProfileId>,
+    pub kind: IdKind,
+    pub reason: String,
+    pub message_id: String,
+}
+
+/// Totals for the health page and the demo.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub events: i64,
+    pub profiles: i64,
+    pub merges: i64,
+    pub conflicts: i64,
+}
+
+/// The storage interface.
+#[derive(Clone)]
+pub struct Store {
+    backend: sqlite::Sqlite,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
+    pub fn open_sqlite(path: &Path, options: SqliteOptions) -> Result<Store> {
+        Ok(Store { backend: sqlite::Sqlite::open(path, options)? })
+    }
+
+    /// Registers sources by name; returns their ids in the same order.
+    pub async fn ensure_sources(&self, names: Vec<String>) -> Result<Vec<i64>> {
+        self.backend.ensure_sources(names).await
+    }
+
+    /// Stores a batch durably: it returns once the transaction holding it is committed.
+    pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestReport> {
+        self.backend.ingest(batch).await
+    }
+
+    /// Live profiles holding the identifier (at most one, unless merge protection kept two
+    /// apart that share a lower-priority identifier).
+    pub async fn find_profiles(&self, kind: IdKind, value: String) -> Result<Vec<ProfileView>> {
+        self.backend.find_profiles(kind, value).await
+    }
+
+    /// A profile by id. The id of a profile merged into another leads to the live profile.
+    pub async fn profile(&self, id: ProfileId) -> Result<Option<ProfileView>> {
+        self.backend.profile(id).await
+    }
+
+    pub async fn profile_events(&self, id: ProfileId, limit: usize, cursor: Option<EventCursor>) -> Result<EventPage> {
+        self.backend.profile_events(id, limit, cursor).await
+    }
+
+    /// Merges into or out of any profile of the tree, newest first.
+    pub async fn merges(&self, id: ProfileId) -> Result<Vec<MergeView>> {
+        self.backend.merges(id).await
+    }
+
+    pub async fn conflicts(&self, id: ProfileId) -> Result<Vec<ConflictView>> {
+        self.backend.conflicts(id).await
+    }
+
+    /// Undoes one merge into the tree of `id` (the newest active one when `merge_id` is
+    /// `None`), restoring both sides exactly, and keeps them from being merged again
+    /// automatically. Returns the undone merge.
+    pub async fn unmerge(&self, id: ProfileId, merge_id: Option<i64>, actor: String) -> Result<MergeView> {
+        self.backend.unmerge(id, merge_id, actor).await
+    }
+
+    pub async fn totals(&self) -> Result<Totals> {
+        self.backend.totals().await
+    }
+
+    /// Blocks the writer until the returned guard is dropped. For tests that need a full
+    /// queue; never used by the product.
+    #[doc(hidden)]
+    pub fn hold_writer(&self) -> WriterHold {
+        self.backend.hold_writer()
+    }
+
+    /// Stops the writer after it has committed everything queued, and checkpoints the WAL.
+    pub async fn close(&self) -> Result<()> {
+        self.backend.close().await
+    }
+}
+
+pub use sqlite::WriterHold;

@@ -1,0 +1,241 @@
+//! The SQLite backend: one writer thread (group commit), a pool of read connections.
+
+mod read;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use confidant_core::ids::{IdKind, ProfileId};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use tokio::sync::oneshot;
+
+use crate::{
+    ConflictView, EventCursor, EventPage, IngestBatch, IngestReport, MergeView, ProfileView, Result, SqliteOptions, StoreError,
+    Totals,
+};
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_foundation.sql")];
+
+/// The members of the tree rooted at `?1`: the root and every profile merged into it,
+/// directly or not. Prefix of every query that reads a whole profile.
+pub(crate) const MEMBERS: &str =
+    "WITH RECURSIVE m(id) AS (SELECT ?1 UNION ALL SELECT p.id FROM profiles p JOIN m ON p.merged_into = m.id) ";
+
+pub(crate) fn kind_code(k: IdKind) -> i64 {
+    match k {
+        IdKind::UserId => 0,
+        IdKind::Email => 1,
+        IdKind::Phone => 2,
+        IdKind::AnonymousId => 3,
+    }
+}
+
+pub(crate) fn kind_of(code: i64) -> IdKind {
+    match code {
+        0 => IdKind::UserId,
+        1 => IdKind::Email,
+        2 => IdKind::Phone,
+        _ => IdKind::AnonymousId,
+    }
+}
+
+pub(crate) fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The live profile a profile belongs to: follows `merged_into` to the root.
+pub(crate) fn root_of(conn: &Connection, id: i64) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached("SELECT merged_into FROM profiles WHERE id = ?1")?;
+    let mut current = id;
+    // Trees are shallow; the bound only guards against a corrupted cycle.
+    for _ in 0..100_000 {
+        match stmt.query_row([current], |r| r.get::<_, Option<i64>>(0)).optional()? {
+            None => return Ok(None),
+            Some(None) => return Ok(Some(current)),
+            Some(Some(parent)) => current = parent,
+        }
+    }
+    Err(StoreError::Conflict(format!("profile {} has a merge cycle", ProfileId(id))))
+}
+
+pub(crate) fn members(conn: &Connection, root: i64) -> Result<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(&format!("{MEMBERS} SELECT id FROM m"))?;
+    let rows = stmt.query_map([root], |r| r.get(0))?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+fn configure(conn: &Connection, writer: bool) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // secure_delete overwrites deleted content with zeros, so erased data does not linger
+    // in free pages; temp_store keeps sorts and temporary tables out of files.
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;")?;
+    if writer {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open(format!("could not switch to WAL (journal mode is {mode})")));
+        }
+        // FULL: every commit is fsynced before it is acknowledged.
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA cache_size = -65536;")?;
+    } else {
+        conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -16384;")?;
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StoreError::SchemaTooNew { found: version, supported });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied migration");
+    }
+    Ok(())
+}
+
+/// Holds the writer while alive (tests only).
+pub struct WriterHold {
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Drop for WriterHold {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.gate;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        cv.notify_all();
+    }
+}
+
+pub(crate) enum Job {
+    Ingest(IngestBatch, oneshot::Sender<Result<IngestReport>>),
+    EnsureSources(Vec<String>, oneshot::Sender<Result<Vec<i64>>>),
+    Unmerge { id: ProfileId, merge_id: Option<i64>, actor: String, reply: oneshot::Sender<Result<MergeView>> },
+    Close(oneshot::Sender<()>),
+}
+
+struct Inner {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    idle_readers: Mutex<Vec<Connection>>,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Sqlite {
+    inner: Arc<Inner>,
+}
+
+impl Sqlite {
+    pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Sqlite> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open(e.to_string()))?;
+        configure(&conn, true)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel();
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let writer_gate = gate.clone();
+        std::thread::Builder::new()
+            .name("confidant-writer".into())
+            .spawn(move || writer::run(conn, rx, options, writer_gate))
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        Ok(Sqlite {
+            inner: Arc::new(Inner { path: path.to_owned(), jobs: Mutex::new(Some(tx)), idle_readers: Mutex::new(Vec::new()), gate }),
+        })
+    }
+
+    async fn submit<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Job) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let sender = jobs.as_ref().ok_or(StoreError::ShuttingDown)?;
+            sender.send(make(tx)).map_err(|_| StoreError::ShuttingDown)?;
+        }
+        rx.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Runs `f` on a read connection, off the async runtime.
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match inner.idle_readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+                Some(c) => c,
+                None => {
+                    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                    let c = Connection::open_with_flags(&inner.path, flags).map_err(|e| StoreError::Open(e.to_string()))?;
+                    configure(&c, false)?;
+                    c
+                }
+            };
+            let out = f(&conn);
+            let mut idle = inner.idle_readers.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < 8 {
+                idle.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    pub(crate) async fn ensure_sources(&self, names: Vec<String>) -> Result<Vec<i64>> {
+        self.submit(|reply| Job::EnsureSources(names, reply)).await
+    }
+
+    pub(crate) async fn ingest(&self, batch: IngestBatch) -> Result<IngestReport> {
+        self.submit(|reply| Job::Ingest(batch, reply)).await
+    }
+
+    pub(crate) async fn unmerge(&self, id: ProfileId, merge_id: Option<i64>, actor: String) -> Result<MergeView> {
+        self.submit(|reply| Job::Unmerge { id, merge_id, actor, reply }).await
+    }
+
+    pub(crate) async fn find_profiles(&self, kind: IdKind, value: String) -> Result<Vec<ProfileView>> {
+        self.read(move |c| read::find_profiles(c, kind, &value)).await
+    }
+
+    pub(crate) async fn profile(&self, id: ProfileId) -> Result<Option<ProfileView>> {
+        self.read(move |c| read::profile(c, id.0)).await
+    }
+
+    pub(crate) async fn profile_events(&self, id: ProfileId, limit: usize, cursor: Option<EventCursor>) -> Result<EventPage> {
+        self.read(move |c| read::profile_events(c, id.0, limit, cursor)).await
+    }
+
+    pub(crate) async fn merges(&self, id: ProfileId) -> Result<Vec<MergeView>> {
+        self.read(move |c| read::merges(c, id.0)).await
+    }
+
+    pub(crate) async fn conflicts(&self, id: ProfileId) -> Result<Vec<ConflictView>> {
+        self.read(move |c| read::conflicts(c, id.0)).await
+    }
+
+    pub(crate) async fn totals(&self) -> Result<Totals> {
+        self.read(read::totals).await
+    }
+
+    pub(crate) fn hold_writer(&self) -> WriterHold {
+        let (lock, _) = &*self.inner.gate;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        WriterHold { gate: self.inner.gate.clone() }
+    }
+
+    pub(crate) async fn close(&self) -> Result<()> {
+        let sender = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(sender) = sender {
+            let (tx, rx) = oneshot::channel();
+            if sender.send(Job::Close(tx)).is_ok() {
+                let _ = rx.await;
+            }
+        }
+        self.inner.idle_readers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        Ok(())
+    }
+}

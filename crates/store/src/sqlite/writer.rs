@@ -1,0 +1,376 @@
+//! The writer thread: the only connection that writes. It takes every job queued since its
+//! last commit and commits them in one transaction (group commit), each job inside its own
+//! savepoint so that one failing job does not sink the others.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+
+use confidant_core::identity::{plan, Candidate, IdentityRules, RootFacts};
+use confidant_core::ids::{IdKind, Identifier, ProfileId};
+use confidant_core::message::{MessageType, ParsedMessage};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::{kind_code, members, now_millis, read, root_of, Job, MEMBERS};
+use crate::{IngestBatch, IngestReport, MergeView, Result, SqliteOptions, StoreError};
+
+enum Done {
+    Ingest(oneshot::Sender<Result<IngestReport>>, Result<IngestReport>),
+    Sources(oneshot::Sender<Result<Vec<i64>>>, Result<Vec<i64>>),
+    Unmerge(oneshot::Sender<Result<MergeView>>, Result<MergeView>),
+}
+
+impl Done {
+    /// Answers the caller; when the commit failed, every job of the transaction fails.
+    fn answer(self, commit_error: Option<&str>) {
+        let fail = |e: &str| StoreError::Conflict(format!("commit failed: {e}"));
+        match self {
+            Done::Ingest(tx, r) => drop(tx.send(commit_error.map_or(r, |e| Err(fail(e))))),
+            Done::Sources(tx, r) => drop(tx.send(commit_error.map_or(r, |e| Err(fail(e))))),
+            Done::Unmerge(tx, r) => drop(tx.send(commit_error.map_or(r, |e| Err(fail(e))))),
+        }
+    }
+}
+
+fn job_size(job: &Job) -> usize {
+    match job {
+        Job::Ingest(b, _) => b.messages.len().max(1),
+        _ => 1,
+    }
+}
+
+pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: SqliteOptions, gate: Arc<(Mutex<bool>, Condvar)>) {
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    while closing.is_none() {
+        let Ok(first) = rx.recv() else { break };
+        let mut size = job_size(&first);
+        let mut jobs = vec![first];
+        while size < options.max_commit_messages {
+            match rx.try_recv() {
+                Ok(job) => {
+                    size += job_size(&job);
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        {
+            let (lock, cv) = &*gate;
+            let mut held = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while *held {
+                held = cv.wait(held).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        commit_group(&mut conn, jobs, &options.rules, &mut closing);
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %e, "final checkpoint failed");
+    }
+    drop(conn);
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+fn commit_group(conn: &mut Connection, jobs: Vec<Job>, rules: &IdentityRules, closing: &mut Option<oneshot::Sender<()>>) {
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            let msg = e.to_string();
+            for job in jobs {
+                match job {
+                    Job::Ingest(_, r) => Done::Ingest(r, Ok(IngestReport::default())).answer(Some(&msg)),
+                    Job::EnsureSources(_, r) => Done::Sources(r, Ok(Vec::new())).answer(Some(&msg)),
+                    Job::Unmerge { reply, .. } => Done::Unmerge(reply, Err(StoreError::ShuttingDown)).answer(Some(&msg)),
+                    Job::Close(c) => *closing = Some(c),
+                }
+            }
+            return;
+        }
+    };
+    let now = now_millis();
+    for job in jobs {
+        if let Job::Close(c) = job {
+            *closing = Some(c);
+            continue;
+        }
+        let result = tx.savepoint().map_err(StoreError::from).and_then(|mut sp| {
+            let out = match job {
+                Job::Ingest(batch, reply) => Done::Ingest(reply, apply_ingest(&sp, &batch, rules, now)),
+                Job::EnsureSources(names, reply) => Done::Sources(reply, ensure_sources(&sp, &names, now)),
+                Job::Unmerge { id, merge_id, actor, reply } => Done::Unmerge(reply, unmerge(&sp, id, merge_id, &actor, now)),
+                Job::Close(_) => unreachable!("handled above"),
+            };
+            let ok = match &out {
+                Done::Ingest(_, r) => r.is_ok(),
+                Done::Sources(_, r) => r.is_ok(),
+                Done::Unmerge(_, r) => r.is_ok(),
+            };
+            if ok {
+                sp.commit()?;
+            } else {
+                sp.rollback()?;
+            }
+            Ok(out)
+        });
+        match result {
+            Ok(d) => done.push(d),
+            Err(e) => tracing::error!(error = %e, "savepoint failed"),
+        }
+    }
+    let commit_error = tx.commit().err().map(|e| {
+        tracing::error!(error = %e, "commit failed");
+        e.to_string()
+    });
+    for d in done {
+        d.answer(commit_error.as_deref());
+    }
+}
+
+fn ensure_sources(conn: &Connection, names: &[String], now: i64) -> Result<Vec<i64>> {
+    let mut insert = conn.prepare_cached("INSERT OR IGNORE INTO sources(name, created_at) VALUES (?1, ?2)")?;
+    let mut select = conn.prepare_cached("SELECT id FROM sources WHERE name = ?1")?;
+    names
+        .iter()
+        .map(|n| {
+            insert.execute(params![n, now])?;
+            Ok(select.query_row([n], |r| r.get(0))?)
+        })
+        .collect()
+}
+
+fn owner_root(conn: &Connection, kind: IdKind, value: &str) -> Result<Option<i64>> {
+    let owner: Option<i64> = conn
+        .prepare_cached("SELECT profile_id FROM identities WHERE kind = ?1 AND value = ?2")?
+        .query_row(params![kind_code(kind), value], |r| r.get(0))
+        .optional()?;
+    match owner {
+        None => Ok(None),
+        Some(p) => root_of(conn, p),
+    }
+}
+
+fn apply_ingest(conn: &Connection, batch: &IngestBatch, rules: &IdentityRules, now: i64) -> Result<IngestReport> {
+    let mut report = IngestReport { duplicate_flags: Vec::with_capacity(batch.messages.len()), ..Default::default() };
+    let mut exists = conn.prepare_cached("SELECT 1 FROM events WHERE source_id = ?1 AND message_id = ?2")?;
+    for msg in &batch.messages {
+        let dup = exists.exists(params![batch.source_id, msg.message_id])?;
+        report.duplicate_flags.push(dup);
+        if dup {
+            report.duplicates += 1;
+            continue;
+        }
+        apply_message(conn, batch.source_id, msg, rules, now, &mut report)?;
+        report.stored += 1;
+    }
+    let day = now.div_euclid(86_400_000);
+    let mut count = conn.prepare_cached(
+        "INSERT INTO ingest_counts(day, source_id, outcome, count) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(day, source_id, outcome) DO UPDATE SET count = count + excluded.count",
+    )?;
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for r in &batch.rejected {
+        *outcomes.entry(format!("rejected:{}", r.code())).or_default() += 1;
+    }
+    outcomes.insert("accepted".into(), report.stored);
+    outcomes.insert("duplicate".into(), report.duplicates);
+    for (outcome, n) in outcomes.into_iter().filter(|(_, n)| *n > 0) {
+        count.execute(params![day, batch.source_id, outcome, n as i64])?;
+    }
+    Ok(report)
+}
+
+fn new_profile(conn: &Connection, created_at: i64) -> Result<i64> {
+    let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO profiles(id, created_at) VALUES (?1, ?2)")?;
+    loop {
+        let id = (rand::random::<u64>() >> 1) as i64;
+        if id != 0 && stmt.execute(params![id, created_at])? == 1 {
+            return Ok(id);
+        }
+    }
+}
+
+/// Facts about a root profile for merge planning: counts of identifiers per kind across its
+/// tree, and its user ids.
+fn root_facts(conn: &Connection, root: i64) -> Result<RootFacts> {
+    // The tree is as old as its oldest member.
+    let created_at: i64 =
+        conn.prepare_cached(&format!("{MEMBERS} SELECT min(created_at) FROM profiles WHERE id IN m"))?.query_row([root], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "{MEMBERS} SELECT kind, value FROM identities WHERE profile_id IN m AND kind = 0
+         UNION ALL SELECT kind, CAST(count(*) AS TEXT) FROM identities WHERE profile_id IN m AND kind > 0 GROUP BY kind"
+    ))?;
+    let mut counts = [0usize; 4];
+    let mut user_ids = Vec::new();
+    let mut rows = stmt.query([root])?;
+    while let Some(row) = rows.next()? {
+        let kind: i64 = row.get(0)?;
+        let value: String = row.get(1)?;
+        if kind == 0 {
+            counts[0] += 1;
+            user_ids.push(value);
+        } else {
+            counts[kind as usize] = value.parse().unwrap_or(0);
+        }
+    }
+    Ok(RootFacts { created_at, counts, user_ids })
+}
+
+/// Pairs of roots among `roots` kept apart by an unmerge.
+fn blocked_pairs(conn: &Connection, roots: &[i64]) -> Result<HashSet<(i64, i64)>> {
+    let mut root_of_member = HashMap::new();
+    for r in roots {
+        for m in members(conn, *r)? {
+            root_of_member.insert(m, *r);
+        }
+    }
+    let mut out = HashSet::new();
+    let mut stmt = conn.prepare_cached("SELECT profile_b FROM merge_blocks WHERE profile_a = ?1")?;
+    for (m, r) in &root_of_member {
+        let others = stmt.query_map([m], |row| row.get::<_, i64>(0))?;
+        for other in others {
+            if let Some(r2) = root_of_member.get(&other?) {
+                if r2 != r {
+                    out.insert((*r, *r2));
+                    out.insert((*r2, *r));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn apply_message(conn: &Connection, source_id: i64, msg: &ParsedMessage, rules: &IdentityRules, now: i64, report: &mut IngestReport) -> Result<()> {
+    let mut candidates = Vec::with_capacity(msg.identifiers.len() + 1);
+    for id in &msg.identifiers {
+        candidates.push(Candidate { identifier: id.clone(), owner: owner_root(conn, id.kind, &id.value)?.map(ProfileId) });
+    }
+    if let Some(prev) = &msg.previous_id {
+        // The aliased id may be an earlier user id or an anonymous id.
+        let as_user = owner_root(conn, IdKind::UserId, prev)?;
+        let cand = match as_user {
+            Some(o) => Candidate { identifier: Identifier::new(IdKind::UserId, prev.clone()), owner: Some(ProfileId(o)) },
+            None => Candidate {
+                identifier: Identifier::new(IdKind::AnonymousId, prev.clone()),
+                owner: owner_root(conn, IdKind::AnonymousId, prev)?.map(ProfileId),
+            },
+        };
+        candidates.insert(candidates.len().min(1), cand);
+    }
+
+    let first_owner = candidates.first().and_then(|c| c.owner);
+    let target = if first_owner.is_some() && candidates.iter().all(|c| c.owner == first_owner) {
+        // The common case: every identifier already leads to the same profile.
+        first_owner.map(|p| p.0).unwrap_or_default()
+    } else {
+        let mut roots: Vec<i64> = candidates.iter().filter_map(|c| c.owner.map(|p| p.0)).collect();
+        roots.sort_unstable();
+        roots.dedup();
+        let mut facts = HashMap::new();
+        for r in &roots {
+            facts.insert(ProfileId(*r), root_facts(conn, *r)?);
+        }
+        let blocked = if roots.len() > 1 { blocked_pairs(conn, &roots)? } else { HashSet::new() };
+        let plan = plan(&candidates, &facts, &rules.limits, |a, b| blocked.contains(&(a.0, b.0)));
+        let target = match plan.target {
+            Some(t) => t.0,
+            None => {
+                report.profiles_created += 1;
+                new_profile(conn, msg.timestamp)?
+            }
+        };
+        for m in &plan.merges {
+            let rule = if msg.kind == MessageType::Alias { "alias".to_owned() } else { format!("shared_{}", m.evidence.kind.as_str()) };
+            let evidence = serde_json::json!({
+                "identifier_kind": m.evidence.kind.as_str(),
+                "identifier": m.evidence.value,
+                "message_type": msg.kind.as_str(),
+            });
+            conn.prepare_cached(
+                "INSERT INTO merges(at, into_profile, from_profile, rule, evidence, source_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![now, target, m.from.0, rule, evidence.to_string(), source_id, msg.message_id])?;
+            let merge_id = conn.last_insert_rowid();
+            conn.prepare_cached("UPDATE profiles SET merged_into = ?1, merge_id = ?2 WHERE id = ?3")?.execute(params![target, merge_id, m.from.0])?;
+            report.merges += 1;
+        }
+        for c in &plan.conflicts {
+            conn.prepare_cached(
+                "INSERT INTO identity_conflicts(at, profile_id, other_id, kind, reason, source_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![now, target, c.other.map(|p| p.0), kind_code(c.identifier.kind), c.reason.code(), source_id, msg.message_id])?;
+            report.conflicts += 1;
+        }
+        attach(conn, target, &plan.attach, source_id, &msg.message_id, now)?;
+        target
+    };
+
+    let body = serde_json::to_string(&msg.body).map_err(|e| StoreError::Conflict(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO events(source_id, message_id, profile_id, type, event, ts, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![source_id, msg.message_id, target, msg.kind.as_str(), msg.event, msg.timestamp, msg.received_at, body])?;
+
+    if !msg.traits.is_empty() {
+        let mut upsert = conn.prepare_cached(
+            "INSERT INTO traits(profile_id, key, value, ts, source_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(profile_id, key) DO UPDATE SET value = excluded.value, ts = excluded.ts,
+                 source_id = excluded.source_id, message_id = excluded.message_id
+             WHERE excluded.ts >= traits.ts",
+        )?;
+        for (key, value) in &msg.traits {
+            upsert.execute(params![target, key, value.to_string(), msg.timestamp, source_id, msg.message_id])?;
+        }
+    }
+    Ok(())
+}
+
+fn attach(conn: &Connection, profile: i64, ids: &[Identifier], source_id: i64, message_id: &str, now: i64) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO identities(kind, value, profile_id, created_at, source_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for id in ids {
+        stmt.execute(params![kind_code(id.kind), id.value, profile, now, source_id, message_id])?;
+    }
+    Ok(())
+}
+
+fn unmerge(conn: &Connection, id: ProfileId, merge_id: Option<i64>, actor: &str, now: i64) -> Result<MergeView> {
+    let root = root_of(conn, id.0)?.ok_or(StoreError::NotFound("profile"))?;
+    let merge = match merge_id {
+        Some(mid) => {
+            let m = read::merge_by_id(conn, mid)?.ok_or(StoreError::NotFound("merge"))?;
+            if m.undone_at.is_some() {
+                return Err(StoreError::Conflict(format!("merge {mid} was already undone")));
+            }
+            if root_of(conn, m.into.0)? != Some(root) {
+                return Err(StoreError::Conflict(format!("merge {mid} does not belong to profile {id}")));
+            }
+            m
+        }
+        None => {
+            let mid: Option<i64> = conn
+                .prepare_cached(&format!(
+                    "{MEMBERS} SELECT id FROM merges WHERE into_profile IN m AND undone_at IS NULL ORDER BY id DESC LIMIT 1"
+                ))?
+                .query_row([root], |r| r.get(0))
+                .optional()?;
+            let mid = mid.ok_or_else(|| StoreError::Conflict(format!("profile {id} has no merge to undo")))?;
+            read::merge_by_id(conn, mid)?.ok_or(StoreError::NotFound("merge"))?
+        }
+    };
+    let moved = conn
+        .prepare_cached("UPDATE profiles SET merged_into = NULL, merge_id = NULL WHERE id = ?1 AND merge_id = ?2")?
+        .execute(params![merge.from.0, merge.id])?;
+    if moved != 1 {
+        return Err(StoreError::Conflict(format!("merge {} is no longer in effect", merge.id)));
+    }
+    conn.prepare_cached("UPDATE merges SET undone_at = ?1, undone_by = ?2 WHERE id = ?3")?.execute(params![now, actor, merge.id])?;
+    let (a, b) = if merge.into.0 < merge.from.0 { (merge.into.0, merge.from.0) } else { (merge.from.0, merge.into.0) };
+    let mut block = conn.prepare_cached("INSERT OR IGNORE INTO merge_blocks(profile_a, profile_b, merge_id) VALUES (?1, ?2, ?3)")?;
+    block.execute(params![a, b, merge.id])?;
+    block.execute(params![b, a, merge.id])?;
+    read::merge_by_id(conn, merge.id)?.ok_or(StoreError::NotFound("merge"))
+}

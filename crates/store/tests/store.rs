@@ -1,0 +1,211 @@
+//! The store against a real SQLite file.
+
+use confidant_core::identity::IdentityRules;
+use confidant_core::ids::{IdKind, ProfileId};
+use confidant_core::message::{parse_message, Limits, ParseContext, ParsedMessage};
+use confidant_store::{IngestBatch, SqliteOptions, Store, StoreError};
+use serde_json::{json, Value};
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open_sqlite(&dir.path().join("confidant.db"), SqliteOptions { max_commit_messages: 10_000, rules: IdentityRules::default() }).unwrap()
+}
+
+fn msg(v: Value) -> ParsedMessage {
+    let limits = Limits { max_message_bytes: 32 * 1024, max_properties: 300, max_depth: 64 };
+    let rules = IdentityRules::default();
+    let ctx = ParseContext { received_at: 1_790_000_000_000, batch_sent_at: None, endpoint_type: None, limits: &limits, rules: &rules, default_region: "FR" };
+    parse_message(&v.to_string(), &ctx).unwrap()
+}
+
+async fn setup() -> (tempfile::TempDir, Store, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let src = store.ensure_sources(vec!["web".into()]).await.unwrap()[0];
+    (dir, store, src)
+}
+
+async fn send(store: &Store, src: i64, msgs: Vec<Value>) -> confidant_store::IngestReport {
+    store.ingest(IngestBatch { source_id: src, messages: msgs.into_iter().map(msg).collect(), rejected: vec![] }).await.unwrap()
+}
+
+async fn by(store: &Store, kind: IdKind, v: &str) -> Vec<confidant_store::ProfileView> {
+    store.find_profiles(kind, v.into()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_message_id_is_stored_once() {
+    let (_d, store, src) = setup().await;
+    let m = json!({"type": "track", "event": "X", "anonymousId": "a1", "messageId": "m1", "timestamp": "2026-01-01T00:00:00Z"});
+    let first = send(&store, src, vec![m.clone(), m.clone()]).await;
+    assert_eq!((first.stored, first.duplicates), (1, 1));
+    assert_eq!(first.duplicate_flags, vec![false, true]);
+    let again = send(&store, src, vec![m]).await;
+    assert_eq!((again.stored, again.duplicates), (0, 1));
+    assert_eq!(store.totals().await.unwrap().events, 1);
+}
+
+#[tokio::test]
+async fn identify_folds_anonymous_history_into_the_known_profile() {
+    let (_d, store, src) = setup().await;
+    send(&store, src, vec![
+        json!({"type": "identify", "userId": "u1", "messageId": "i0", "traits": {"email": "alice@example.fr"}, "timestamp": "2026-01-01T00:00:00Z"}),
+        json!({"type": "page", "anonymousId": "a1", "messageId": "p1", "timestamp": "2026-01-02T00:00:00Z"}),
+        json!({"type": "track", "event": "Product Viewed", "anonymousId": "a1", "messageId": "t1", "timestamp": "2026-01-02T00:01:00Z"}),
+    ]).await;
+    assert_eq!(store.totals().await.unwrap().profiles, 2);
+    let r = send(&store, src, vec![json!({"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "i1", "timestamp": "2026-01-02T00:02:00Z"})]).await;
+    assert_eq!(r.merges, 1);
+    let p = &by(&store, IdKind::AnonymousId, "a1").await[0];
+    assert_eq!(p.id, by(&store, IdKind::UserId, "u1").await[0].id);
+    assert_eq!(p.id, by(&store, IdKind::Email, "alice@example.fr").await[0].id);
+    assert_eq!(p.event_count, 4);
+    assert_eq!(store.totals().await.unwrap().profiles, 1);
+    let merges = store.merges(p.id).await.unwrap();
+    assert_eq!(merges.len(), 1);
+    assert_eq!(merges[0].rule, "shared_anonymous_id");
+    let page = store.profile_events(p.id, 10, None).await.unwrap();
+    let ids: Vec<String> = page.events.iter().map(|e| serde_json::from_str::<Value>(e.body.get()).unwrap()["messageId"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, ["i1", "t1", "p1", "i0"], "newest first, across the merged profiles");
+}
+
+#[tokio::test]
+async fn emails_and_phones_stitch_and_alias_joins() {
+    let (_d, store, src) = setup().await;
+    send(&store, src, vec![
+        json!({"type": "identify", "anonymousId": "a1", "messageId": "1", "traits": {"email": "Bob@Example.fr"}}),
+        json!({"type": "identify", "anonymousId": "a2", "messageId": "2", "traits": {"email": "bob@example.fr", "phone": "06 11 22 33 44"}}),
+        json!({"type": "track", "event": "X", "anonymousId": "a3", "messageId": "3", "context": {"traits": {"phone": "+33611223344"}}}),
+        json!({"type": "track", "event": "X", "anonymousId": "old-device", "messageId": "4"}),
+        json!({"type": "alias", "userId": "bob", "previousId": "old-device", "messageId": "5"}),
+        json!({"type": "identify", "userId": "bob", "anonymousId": "a3", "messageId": "6"}),
+        json!({"type": "track", "event": "X", "anonymousId": "tablet", "messageId": "7"}),
+    ]).await;
+    assert_eq!(store.totals().await.unwrap().profiles, 2);
+    let r = send(&store, src, vec![json!({"type": "alias", "userId": "bob", "previousId": "tablet", "messageId": "8"})]).await;
+    assert_eq!(r.merges, 1);
+    let p = &by(&store, IdKind::UserId, "bob").await[0];
+    for (k, v) in [(IdKind::AnonymousId, "a1"), (IdKind::AnonymousId, "a2"), (IdKind::AnonymousId, "a3"), (IdKind::AnonymousId, "old-device"), (IdKind::AnonymousId, "tablet"), (IdKind::Phone, "+33611223344")] {
+        assert_eq!(by(&store, k, v).await[0].id, p.id, "{v}");
+    }
+    assert_eq!(store.totals().await.unwrap().profiles, 1);
+    assert!(store.merges(p.id).await.unwrap().iter().any(|m| m.rule == "alias"));
+}
+
+#[tokio::test]
+async fn two_user_ids_are_never_merged_and_the_conflict_is_recorded() {
+    let (_d, store, src) = setup().await;
+    let r = send(&store, src, vec![
+        json!({"type": "identify", "userId": "u1", "anonymousId": "shared-tablet", "messageId": "1"}),
+        json!({"type": "identify", "userId": "u2", "anonymousId": "shared-tablet", "messageId": "2"}),
+    ]).await;
+    assert_eq!(r.conflicts, 1);
+    let p1 = by(&store, IdKind::UserId, "u1").await[0].id;
+    let p2 = by(&store, IdKind::UserId, "u2").await[0].id;
+    assert_ne!(p1, p2);
+    let conflicts = store.conflicts(p2).await.unwrap();
+    assert_eq!(conflicts[0].reason, "user_id_conflict");
+    assert_eq!(conflicts[0].other, Some(p1));
+    // an alias between two known users is refused too
+    let r = send(&store, src, vec![json!({"type": "alias", "userId": "u2", "previousId": "u1", "messageId": "3"})]).await;
+    assert_eq!((r.merges, r.conflicts), (0, 1));
+}
+
+#[tokio::test]
+async fn the_latest_trait_by_event_time_wins_whatever_the_arrival_order() {
+    let (_d, store, src) = setup().await;
+    send(&store, src, vec![
+        json!({"type": "identify", "userId": "u1", "messageId": "new", "traits": {"city": "Lyon"}, "timestamp": "2026-03-01T00:00:00Z"}),
+        json!({"type": "identify", "userId": "u1", "messageId": "old", "traits": {"city": "Paris", "plan": "free"}, "timestamp": "2026-01-01T00:00:00Z"}),
+    ]).await;
+    let p = &by(&store, IdKind::UserId, "u1").await[0];
+    let city = p.traits.iter().find(|t| t.key == "city").unwrap();
+    assert_eq!(city.value, json!("Lyon"));
+    assert_eq!(city.message_id, "new");
+    assert_eq!(city.source, "web");
+    assert_eq!(p.traits.iter().find(|t| t.key == "plan").unwrap().value, json!("free"));
+}
+
+#[tokio::test]
+async fn unmerge_restores_both_profiles_exactly_and_they_stay_apart() {
+    let (_d, store, src) = setup().await;
+    send(&store, src, vec![
+        json!({"type": "identify", "userId": "u1", "messageId": "1", "traits": {"name": "Ann", "city": "Nice"}, "timestamp": "2026-01-01T00:00:00Z"}),
+        json!({"type": "identify", "anonymousId": "a1", "messageId": "2", "traits": {"city": "Brest", "email": "ann@example.fr"}, "timestamp": "2026-02-01T00:00:00Z"}),
+        json!({"type": "track", "event": "X", "anonymousId": "a1", "messageId": "3", "timestamp": "2026-02-02T00:00:00Z"}),
+    ]).await;
+    let before_u = by(&store, IdKind::UserId, "u1").await[0].clone();
+    let before_a = by(&store, IdKind::AnonymousId, "a1").await[0].clone();
+    send(&store, src, vec![json!({"type": "track", "event": "Y", "userId": "u1", "anonymousId": "a1", "messageId": "4", "timestamp": "2026-01-01T00:00:00Z"})]).await;
+    let merged = by(&store, IdKind::UserId, "u1").await[0].clone();
+    assert_eq!(merged.members.len(), 2);
+    assert_eq!(merged.traits.iter().find(|t| t.key == "city").unwrap().value, json!("Brest"));
+
+    let undone = store.unmerge(merged.id, None, "test".into()).await.unwrap();
+    assert_eq!(undone.from, before_a.id);
+    assert!(undone.undone_at.is_some());
+    let after_a = store.profile(before_a.id).await.unwrap().unwrap();
+    assert_eq!(after_a, before_a, "the absorbed profile is exactly as it was");
+    let after_u = store.profile(before_u.id).await.unwrap().unwrap();
+    assert_eq!(after_u.identities, before_u.identities);
+    assert_eq!(after_u.traits, before_u.traits);
+    assert_eq!(after_u.event_count, before_u.event_count + 1, "only the event that came with the merge stays");
+
+    // the same evidence again does not re-merge them
+    let r = send(&store, src, vec![json!({"type": "track", "event": "Y", "userId": "u1", "anonymousId": "a1", "messageId": "5"})]).await;
+    assert_eq!((r.merges, r.conflicts), (0, 1));
+    assert_eq!(store.conflicts(before_u.id).await.unwrap()[0].reason, "blocked_by_unmerge");
+    // nothing left to undo, and an unknown profile is not found
+    assert!(matches!(store.unmerge(before_u.id, None, "t".into()).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.unmerge(ProfileId(12345), None, "t".into()).await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.merges(before_u.id).await.unwrap()[0].undone_by.as_deref(), Some("test"));
+}
+
+#[tokio::test]
+async fn banned_values_never_join_people() {
+    let (_d, store, src) = setup().await;
+    send(&store, src, vec![
+        json!({"type": "track", "event": "X", "userId": "null", "anonymousId": "a1", "messageId": "1"}),
+        json!({"type": "track", "event": "X", "userId": "null", "anonymousId": "a2", "messageId": "2"}),
+    ]).await;
+    assert_eq!(store.totals().await.unwrap().profiles, 2);
+    assert!(by(&store, IdKind::UserId, "null").await.is_empty());
+}
+
+#[tokio::test]
+async fn data_survives_reopening_and_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(&dir);
+        let src = store.ensure_sources(vec!["web".into()]).await.unwrap()[0];
+        send(&store, src, vec![json!({"type": "identify", "userId": "u1", "messageId": "1"})]).await;
+        store.close().await.unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(store.totals().await.unwrap().events, 1);
+    store.close().await.unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join("confidant.db")).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = Store::open_sqlite(&dir.path().join("confidant.db"), SqliteOptions { max_commit_messages: 10, rules: IdentityRules::default() }).err().unwrap();
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_writers_never_see_a_locked_database() {
+    let (_d, store, src) = setup().await;
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in 0..20 {
+                let msgs = (0..50).map(|i| json!({"type": "track", "event": "X", "anonymousId": format!("a{t}-{i}"), "messageId": format!("{t}-{b}-{i}")})).collect();
+                send(&store, src, msgs).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.totals().await.unwrap().events, 16 * 20 * 50);
+}
