@@ -206,6 +206,11 @@ impl Store {
         self.backend.unmerge(id, merge_id, actor).await
     }
 
+    /// A cheap read, to tell that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.backend.ping().await
+    }
+
     pub async fn totals(&self) -> Result<Totals> {
         self.backend.totals().await
     }

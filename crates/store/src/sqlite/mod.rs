@@ -217,6 +217,10 @@ impl Sqlite {
         self.read(move |c| read::conflicts(c, id.0)).await
     }
 
+    pub(crate) async fn ping(&self) -> Result<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
     pub(crate) async fn totals(&self) -> Result<Totals> {
         self.read(read::totals).await
     }

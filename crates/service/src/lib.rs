@@ -1,0 +1,217 @@
+//! Confidant's services, between the edge (HTTP, CLI) and the store.
+//!
+//! - [`App`]: the running product: configuration, store, keys, the ingestion queue, metrics.
+//! - [`ingest`]: raw message texts in, a durable commit and a per-message report out, with the
+//!   privacy [`Gate`] between parsing and storing.
+//! - [`metrics`]: Prometheus counters and histograms.
+//!
+//! No HTTP types and no SQL here.
+
+pub mod ingest;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use confidant_core::config::{Config, Role};
+use confidant_core::identity::IdentityRules;
+use confidant_core::ids::{IdKind, ProfileId};
+use confidant_core::message::{Limits, ParsedMessage, Rejection};
+use confidant_store::{ConflictView, EventCursor, EventPage, MergeView, ProfileView, Store, StoreError};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+pub use confidant_store as store;
+
+/// Errors by meaning; the HTTP layer maps each to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("the ingestion queue is full; retry after {retry_after_seconds} s")]
+    Overloaded { retry_after_seconds: u64 },
+    #[error("storage is unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ServiceError::NotFound(what),
+            StoreError::Conflict(m) => ServiceError::Conflict(m),
+            other => ServiceError::Unavailable(other),
+        }
+    }
+}
+
+/// A source that sends data, identified by its write key.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub id: i64,
+    pub name: String,
+}
+
+/// Who is calling the admin API.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+/// Why an admin API call is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Invalid,
+    /// A write key: valid, but only for sending events.
+    WriteKeyOnAdminApi,
+    /// A valid key whose role may not do this.
+    Forbidden,
+}
+
+/// The privacy gate: every parsed message passes through it before the store sees it. It
+/// may drop fields or refuse the message. The privacy layer (purposes, tracking plan,
+/// consent) implements it; until then, [`AdmitAll`] lets everything through.
+pub trait Gate: Send + Sync {
+    fn admit(&self, source: &Source, message: ParsedMessage) -> Result<ParsedMessage, Rejection>;
+}
+
+/// The gate that admits every message unchanged.
+pub struct AdmitAll;
+
+impl Gate for AdmitAll {
+    fn admit(&self, _: &Source, message: ParsedMessage) -> Result<ParsedMessage, Rejection> {
+        Ok(message)
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The running product, shared by every request.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<AppInner>,
+}
+
+struct AppInner {
+    config: Config,
+    store: Store,
+    limits: Limits,
+    rules: IdentityRules,
+    // Keys are looked up by their SHA-256, so the maps hold no secret and the lookup time
+    // says nothing about how much of a guessed key was right.
+    write_keys: HashMap<[u8; 32], Source>,
+    api_keys: HashMap<[u8; 32], Principal>,
+    queue: Arc<Semaphore>,
+    gate: Box<dyn Gate>,
+    metrics: metrics::Metrics,
+}
+
+impl App {
+    /// Builds the app over an open store: registers the configured sources.
+    pub async fn new(config: Config, store: Store, gate: Box<dyn Gate>) -> Result<App, ServiceError> {
+        let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+        let ids = store.ensure_sources(names).await?;
+        let write_keys = config
+            .sources
+            .iter()
+            .zip(ids)
+            .map(|(s, id)| (digest(&s.write_key), Source { id, name: s.name.clone() }))
+            .collect();
+        let mut api_keys: HashMap<[u8; 32], Principal> = HashMap::new();
+        for k in &config.api_keys {
+            api_keys.insert(digest(&k.key), Principal { name: k.name.clone(), role: k.role });
+        }
+        let queue = Arc::new(Semaphore::new(config.ingest.queue_capacity));
+        let metrics = metrics::Metrics::new(queue.clone(), config.ingest.queue_capacity);
+        Ok(App {
+            inner: Arc::new(AppInner {
+                limits: config.message_limits(),
+                rules: config.identity_rules(),
+                config,
+                store,
+                write_keys,
+                api_keys,
+                queue,
+                gate,
+                metrics,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// The source a write key belongs to. An API key whose role is `write` is not a source.
+    pub fn source_for_write_key(&self, key: &str) -> Option<&Source> {
+        self.inner.write_keys.get(&digest(key))
+    }
+
+    /// Checks a bearer key for the admin API and that its role is one of `allowed`.
+    pub fn authorise(&self, key: Option<&str>, allowed: &[Role]) -> Result<Principal, AuthFailure> {
+        let key = key.filter(|k| !k.is_empty()).ok_or(AuthFailure::Missing)?;
+        let d = digest(key);
+        match self.inner.api_keys.get(&d) {
+            Some(p) if p.role == Role::Write => Err(AuthFailure::WriteKeyOnAdminApi),
+            Some(p) if allowed.contains(&p.role) => Ok(p.clone()),
+            Some(_) => Err(AuthFailure::Forbidden),
+            None if self.inner.write_keys.contains_key(&d) => Err(AuthFailure::WriteKeyOnAdminApi),
+            None => Err(AuthFailure::Invalid),
+        }
+    }
+
+    pub async fn health(&self) -> Result<(), ServiceError> {
+        Ok(self.inner.store.ping().await?)
+    }
+
+    pub async fn find_profiles(&self, kind: IdKind, value: &str) -> Result<Vec<ProfileView>, ServiceError> {
+        // Look-ups are normalised as ingestion normalises: an email in any case finds its profile.
+        let value = match kind {
+            IdKind::Email => match confidant_core::ids::Email::parse(value) {
+                Ok(e) => e.as_str().to_owned(),
+                Err(_) => return Ok(Vec::new()),
+            },
+            IdKind::Phone => match confidant_core::ids::Phone::parse(value, &self.inner.config.ingest.default_region) {
+                Ok(p) => p.as_str().to_owned(),
+                Err(_) => return Ok(Vec::new()),
+            },
+            _ => value.to_owned(),
+        };
+        Ok(self.inner.store.find_profiles(kind, value).await?)
+    }
+
+    pub async fn profile(&self, id: ProfileId) -> Result<ProfileView, ServiceError> {
+        self.inner.store.profile(id).await?.ok_or(ServiceError::NotFound("profile"))
+    }
+
+    pub async fn profile_events(&self, id: ProfileId, limit: usize, cursor: Option<EventCursor>) -> Result<EventPage, ServiceError> {
+        Ok(self.inner.store.profile_events(id, limit, cursor).await?)
+    }
+
+    pub async fn merges(&self, id: ProfileId) -> Result<Vec<MergeView>, ServiceError> {
+        Ok(self.inner.store.merges(id).await?)
+    }
+
+    pub async fn conflicts(&self, id: ProfileId) -> Result<Vec<ConflictView>, ServiceError> {
+        Ok(self.inner.store.conflicts(id).await?)
+    }
+
+    pub async fn unmerge(&self, id: ProfileId, merge_id: Option<i64>, by: &Principal) -> Result<MergeView, ServiceError> {
+        let m = self.inner.store.unmerge(id, merge_id, format!("api_key:{}", by.name)).await?;
+        tracing::info!(profile = %id, merge = m.id, actor = %by.name, "unmerged");
+        Ok(m)
+    }
+}
