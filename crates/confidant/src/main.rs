@@ -1,0 +1,148 @@
+//! `confidant`: the command line. Thin: it reads the configuration, sets up logging and
+//! hands over to the library crates.
+
+mod credentials;
+mod demo;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use confidant_core::config::{self, Config, LogFormat};
+use confidant_service::{AdmitAll, App};
+use confidant_store::{SqliteOptions, Store};
+
+#[derive(Parser)]
+#[command(name = "confidant", version, about = "A privacy-first customer data platform for online shops")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct GlobalArgs {
+    /// The configuration file (default: ./confidant.toml when it exists).
+    #[arg(long, global = true, env = "CONFIDANT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data directory (overrides data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The address to listen on (overrides server.listen), such as 127.0.0.1:8080.
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the ingestion API, the admin API, /health and /metrics.
+    Serve,
+    /// Generate a realistic shop from a fixed seed, send it through the ingestion API, then serve.
+    Demo(demo::DemoArgs),
+}
+
+/// Loads the configuration: file, then `CONFIDANT_*` variables, then command-line flags.
+fn load_config(global: &GlobalArgs, default_data_dir: Option<&str>) -> Result<Config> {
+    let (path, required) = match &global.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from("confidant.toml"), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => anyhow::bail!("cannot read the configuration file {}: {e}", path.display()),
+    };
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    if let Some(d) = &global.data_dir {
+        env.push(("CONFIDANT_DATA_DIR".into(), d.display().to_string()));
+    } else if let Some(d) = default_data_dir {
+        if !text.contains("data_dir") && std::env::var_os("CONFIDANT_DATA_DIR").is_none() {
+            env.push(("CONFIDANT_DATA_DIR".into(), d.into()));
+        }
+    }
+    if let Some(l) = &global.listen {
+        env.push(("CONFIDANT_SERVER__LISTEN".into(), l.clone()));
+    }
+    match config::load(&text, env) {
+        Ok(loaded) => {
+            for name in loaded.ignored_env {
+                eprintln!("warning: {name} names no configuration key and is ignored");
+            }
+            Ok(loaded.config)
+        }
+        Err(e) => {
+            eprint!("{}: {e}", path.display());
+            std::process::exit(2);
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("CONFIDANT_LOG").unwrap_or_else(|_| config.log.level.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| {
+        eprintln!("warning: log.level {filter:?} is not a valid filter; using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Opens the store in the data directory and builds the app.
+pub(crate) async fn open_app(config: Config) -> Result<App> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let db = config.data_dir.join("confidant.db");
+    let options = SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules() };
+    let store = tokio::task::spawn_blocking(move || Store::open_sqlite(&db, options)).await?.context("cannot open the database")?;
+    Ok(App::new(config, store, Box::new(AdmitAll)).await?)
+}
+
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing requests in flight and committing the queue");
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let default_dir = match cli.command {
+        Command::Demo(_) => Some("./demo-data"),
+        Command::Serve => None,
+    };
+    let mut config = load_config(&cli.global, default_dir)?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let generated = credentials::ensure(&mut config)?;
+        match cli.command {
+            Command::Serve => {
+                if let Some(g) = &generated {
+                    credentials::announce(g, &config);
+                }
+                let app = open_app(config).await?;
+                let server = confidant_http::Server::bind(app.clone()).await.context("cannot listen")?;
+                eprintln!("confidant listening on http://{}", server.local_addr());
+                tracing::info!(addr = %server.local_addr(), "listening");
+                server.run(shutdown_signal()).await?;
+                Ok(())
+            }
+            Command::Demo(args) => demo::run(config, generated, args).await,
+        }
+    })
+}
