@@ -162,8 +162,13 @@ pub fn parse_message(raw: &str, ctx: &ParseContext<'_>) -> Result<ParsedMessage,
             format!("message is {} bytes, the limit is {}", raw.len(), ctx.limits.max_message_bytes),
         ));
     }
-    let value: Value = serde_json::from_str(raw)
-        .map_err(|e| Rejection::new(RejectReason::NotAnObject, format!("malformed JSON at line {} column {}", e.line(), e.column())))?;
+    let value: Value = serde_json::from_str(raw).map_err(|e| {
+        if e.to_string().contains("recursion limit") {
+            Rejection::new(RejectReason::TooDeep, format!("JSON is nested more than 128 levels deep, the limit is {}", ctx.limits.max_depth))
+        } else {
+            Rejection::new(RejectReason::NotAnObject, format!("malformed JSON at line {} column {}", e.line(), e.column()))
+        }
+    })?;
     parse_value(value, raw, ctx)
 }
 
