@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Ingestion benchmark, all in one run on this machine:
+#   1. the raw limit: the same event rows inserted straight into SQLite (no server), with
+#      Confidant's schema and durability settings, 100 rows per commit and 10,000 per commit;
+#   2. the server at its peak: `confidant serve` (durable: synchronous=FULL, WAL) fed
+#      100-message batches on /v1/batch by a separate load process over loopback;
+#   3. the server at half that peak rate (open loop), for latency percentiles.
+# Usage: bench/ingest.sh [customers]   (about 58 messages per customer; default 5000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CUSTOMERS=${1:-5000}
+cargo build --release -q -p confidant -p confidant-bench
+BIN=./target/release
+T=$(mktemp -d)
+SERVER=
+cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$T"; }
+trap cleanup EXIT
+
+raw100=$($BIN/raw-insert --db "$T/raw.db" --customers "$CUSTOMERS" --rows-per-commit 100)
+raw10k=$($BIN/raw-insert --db "$T/raw.db" --customers "$CUSTOMERS" --rows-per-commit 10000)
+rm -f "$T"/raw.db*
+
+KEY=wk_bench_0123456789abcdef
+cat > "$T/confidant.toml" <<TOML
+data_dir = "$T/data"
+[server]
+listen = "127.0.0.1:0"
+[[sources]]
+name = "bench"
+write_key = "$KEY"
+[[api_keys]]
+name = "ops"
+key = "ak_bench_0123456789abcdef"
+role = "admin"
+[log]
+level = "warn"
+TOML
+$BIN/confidant serve --config "$T/confidant.toml" 2> "$T/server.log" &
+SERVER=$!
+for _ in $(seq 100); do grep -q "listening on" "$T/server.log" 2>/dev/null && break; sleep 0.1; done
+URL=$(sed -n 's/^confidant listening on //p' "$T/server.log")
+
+peak=$($BIN/ingest-load --url "$URL" --write-key "$KEY" --customers "$CUSTOMERS" --concurrency 16 --run "peak$$")
+rate=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['events_per_second'] / 2 / 100, 1))" "$peak")
+half=$($BIN/ingest-load --url "$URL" --write-key "$KEY" --customers "$CUSTOMERS" --concurrency 64 --rate "$rate" --run "half$$")
+
+python3 - "$raw100" "$raw10k" "$peak" "$half" <<'PY'
+import json, sys
+raw100, raw10k, peak, half = (json.loads(a) for a in sys.argv[1:])
+p = peak["events_per_second"]
+print(json.dumps({"raw_100_per_commit": raw100, "raw_10000_per_commit": raw10k, "server_peak": peak, "server_half_peak": half}, indent=1))
+print()
+print(f"raw SQLite insert, 100 rows/commit:    {raw100['rows_per_second']:>10,.0f} rows/s")
+print(f"raw SQLite insert, 10,000 rows/commit: {raw10k['rows_per_second']:>10,.0f} rows/s")
+print(f"server peak, durable:                  {p:>10,.0f} events/s  (p50 {peak['latency_ms']['p50']:.1f} ms, p99 {peak['latency_ms']['p99']:.1f} ms)")
+print(f"server at half peak ({half['rate_batches_per_second']} batches/s): {half['events_per_second']:>8,.0f} events/s  p50 {half['latency_ms']['p50']:.1f} ms, p90 {half['latency_ms']['p90']:.1f} ms, p99 {half['latency_ms']['p99']:.1f} ms")
+print(f"ratio server / raw (100 rows/commit):    {p / raw100['rows_per_second']:.2f}")
+print(f"ratio server / raw (10,000 rows/commit): {p / raw10k['rows_per_second']:.2f}")
+print(f"against RudderStack's ~3,000 events/s per 8-vCPU node: {p / 3000:.1f}x on 2 cores")
+PY
