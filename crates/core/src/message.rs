@@ -154,6 +154,40 @@ pub struct ParsedMessage {
     pub body: Map<String, Value>,
 }
 
+/// A message past the privacy gate, ready for the store: the body and trait values are
+/// serialised once, on the request's thread, so the single writer only writes.
+#[derive(Clone, Debug)]
+pub struct SealedMessage {
+    pub kind: MessageType,
+    pub message_id: String,
+    pub event: Option<String>,
+    pub timestamp: Millis,
+    pub received_at: Millis,
+    pub identifiers: Vec<Identifier>,
+    pub previous_id: Option<String>,
+    /// Trait keys and their values as JSON text.
+    pub traits: Vec<(String, String)>,
+    /// The stored form of the message, as JSON text.
+    pub body: String,
+}
+
+impl ParsedMessage {
+    /// Serialises the message for storage. Call after the privacy gate.
+    pub fn seal(self) -> SealedMessage {
+        SealedMessage {
+            body: Value::Object(self.body).to_string(),
+            traits: self.traits.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+            kind: self.kind,
+            message_id: self.message_id,
+            event: self.event,
+            timestamp: self.timestamp,
+            received_at: self.received_at,
+            identifiers: self.identifiers,
+            previous_id: self.previous_id,
+        }
+    }
+}
+
 /// Parses and validates one message. `raw` is its JSON text, as received.
 pub fn parse_message(raw: &str, ctx: &ParseContext<'_>) -> Result<ParsedMessage, Rejection> {
     if raw.len() > ctx.limits.max_message_bytes {

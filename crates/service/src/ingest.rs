@@ -57,7 +57,7 @@ impl App {
         for (index, raw) in req.messages.iter().enumerate() {
             let parsed = parse_message(raw, &ctx).and_then(|m| inner.gate.admit(req.source, m));
             match parsed {
-                Ok(m) => accepted.push(m),
+                Ok(m) => accepted.push(m.seal()),
                 Err(r) => rejected.push(RejectedMessage { index, message_id: peek_message_id(raw), reason: r.reason, detail: r.detail }),
             }
         }

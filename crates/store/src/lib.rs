@@ -14,7 +14,7 @@ use std::path::Path;
 
 pub use confidant_core::identity::IdentityRules;
 use confidant_core::ids::{IdKind, ProfileId};
-use confidant_core::message::{ParsedMessage, RejectReason};
+use confidant_core::message::{RejectReason, SealedMessage};
 use confidant_core::time::Millis;
 pub use serde_json::value::RawValue;
 
@@ -48,7 +48,7 @@ pub struct SqliteOptions {
 /// One source's accepted messages and the rejections to count, written in one commit.
 pub struct IngestBatch {
     pub source_id: i64,
-    pub messages: Vec<ParsedMessage>,
+    pub messages: Vec<SealedMessage>,
     pub rejected: Vec<RejectReason>,
 }
 

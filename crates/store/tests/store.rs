@@ -2,7 +2,7 @@
 
 use confidant_core::identity::IdentityRules;
 use confidant_core::ids::{IdKind, ProfileId};
-use confidant_core::message::{parse_message, Limits, ParseContext, ParsedMessage};
+use confidant_core::message::{parse_message, Limits, ParseContext, SealedMessage};
 use confidant_store::{IngestBatch, SqliteOptions, Store, StoreError};
 use serde_json::{json, Value};
 
@@ -10,11 +10,11 @@ fn open(dir: &tempfile::TempDir) -> Store {
     Store::open_sqlite(&dir.path().join("confidant.db"), SqliteOptions { max_commit_messages: 10_000, rules: IdentityRules::default() }).unwrap()
 }
 
-fn msg(v: Value) -> ParsedMessage {
+fn msg(v: Value) -> SealedMessage {
     let limits = Limits { max_message_bytes: 32 * 1024, max_properties: 300, max_depth: 64 };
     let rules = IdentityRules::default();
     let ctx = ParseContext { received_at: 1_790_000_000_000, batch_sent_at: None, endpoint_type: None, limits: &limits, rules: &rules, default_region: "FR" };
-    parse_message(&v.to_string(), &ctx).unwrap()
+    parse_message(&v.to_string(), &ctx).unwrap().seal()
 }
 
 async fn setup() -> (tempfile::TempDir, Store, i64) {

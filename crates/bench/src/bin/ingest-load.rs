@@ -44,6 +44,7 @@ async fn main() -> Result<()> {
     let messages: usize = bodies.iter().map(|b| b.messages).sum();
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).tcp_nodelay(true).build()?;
     let next = Arc::new(AtomicUsize::new(0));
+    eprintln!("sending {messages} messages in {} batches", bodies.len());
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.max_seconds);
     let mut tasks = Vec::new();

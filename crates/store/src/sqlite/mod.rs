@@ -77,8 +77,9 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Open(format!("could not switch to WAL (journal mode is {mode})")));
         }
-        // FULL: every commit is fsynced before it is acknowledged.
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA cache_size = -65536;")?;
+        // FULL: every commit is fsynced before it is acknowledged. Checkpoints are left to the
+        // checkpointer thread, so the writer never stalls copying the WAL back.
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;")?;
     } else {
         conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -16384;")?;
     }
@@ -99,6 +100,29 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tracing::info!(version = i + 1, "applied migration");
     }
     Ok(())
+}
+
+/// Copies committed WAL frames back into the database every 100 ms on its own connection, so
+/// that most checkpoint I/O overlaps with the writer's commits instead of stalling them.
+/// (A passive checkpoint cannot restart the log while the writer never pauses; the writer
+/// does that itself, see `writer::RESTART_EVERY`.)
+fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| StoreError::Open(e.to_string()))?;
+    conn.busy_timeout(std::time::Duration::from_millis(100))?;
+    conn.execute_batch("PRAGMA secure_delete = ON;")?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("confidant-checkpoint".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(std::time::Duration::from_millis(100)) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "checkpoint skipped");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Open(e.to_string()))?;
+    Ok(stop)
 }
 
 /// Holds the writer while alive (tests only).
@@ -123,6 +147,8 @@ pub(crate) enum Job {
 
 struct Inner {
     path: PathBuf,
+    /// Dropping it stops the checkpointer.
+    checkpointer: Mutex<Option<mpsc::Sender<()>>>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     idle_readers: Mutex<Vec<Connection>>,
     gate: Arc<(Mutex<bool>, Condvar)>,
@@ -146,8 +172,15 @@ impl Sqlite {
             .name("confidant-writer".into())
             .spawn(move || writer::run(conn, rx, options, writer_gate))
             .map_err(|e| StoreError::Open(e.to_string()))?;
+        let checkpointer = spawn_checkpointer(path)?;
         Ok(Sqlite {
-            inner: Arc::new(Inner { path: path.to_owned(), jobs: Mutex::new(Some(tx)), idle_readers: Mutex::new(Vec::new()), gate }),
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                checkpointer: Mutex::new(Some(checkpointer)),
+                jobs: Mutex::new(Some(tx)),
+                idle_readers: Mutex::new(Vec::new()),
+                gate,
+            }),
         })
     }
 
@@ -232,6 +265,7 @@ impl Sqlite {
     }
 
     pub(crate) async fn close(&self) -> Result<()> {
+        self.inner.checkpointer.lock().unwrap_or_else(|e| e.into_inner()).take();
         let sender = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(sender) = sender {
             let (tx, rx) = oneshot::channel();

@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use confidant_core::identity::{plan, Candidate, IdentityRules, RootFacts};
 use confidant_core::ids::{IdKind, Identifier, ProfileId};
-use confidant_core::message::{MessageType, ParsedMessage};
+use confidant_core::message::{MessageType, SealedMessage};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
@@ -39,8 +39,14 @@ fn job_size(job: &Job) -> usize {
     }
 }
 
+/// Messages committed between two restarts of the WAL (about 30 MiB of log). The checkpointer
+/// copies frames back as they come, but only the writer can find a moment when nothing is
+/// being appended; without a restart the log would grow without bound.
+const RESTART_EVERY: usize = 20_000;
+
 pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: SqliteOptions, gate: Arc<(Mutex<bool>, Condvar)>) {
     let mut closing: Option<oneshot::Sender<()>> = None;
+    let mut since_restart = 0usize;
     while closing.is_none() {
         let Ok(first) = rx.recv() else { break };
         let mut size = job_size(&first);
@@ -62,6 +68,13 @@ pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: Sqlite
             }
         }
         commit_group(&mut conn, jobs, &options.rules, &mut closing);
+        since_restart += size;
+        if since_restart >= RESTART_EVERY {
+            since_restart = 0;
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                tracing::debug!(error = %e, "WAL restart postponed");
+            }
+        }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
         tracing::warn!(error = %e, "final checkpoint failed");
@@ -242,7 +255,7 @@ fn blocked_pairs(conn: &Connection, roots: &[i64]) -> Result<HashSet<(i64, i64)>
     Ok(out)
 }
 
-fn apply_message(conn: &Connection, source_id: i64, msg: &ParsedMessage, rules: &IdentityRules, now: i64, report: &mut IngestReport) -> Result<()> {
+fn apply_message(conn: &Connection, source_id: i64, msg: &SealedMessage, rules: &IdentityRules, now: i64, report: &mut IngestReport) -> Result<()> {
     let mut candidates = Vec::with_capacity(msg.identifiers.len() + 1);
     for id in &msg.identifiers {
         candidates.push(Candidate { identifier: id.clone(), owner: owner_root(conn, id.kind, &id.value)?.map(ProfileId) });
@@ -307,11 +320,10 @@ fn apply_message(conn: &Connection, source_id: i64, msg: &ParsedMessage, rules: 
         target
     };
 
-    let body = serde_json::to_string(&msg.body).map_err(|e| StoreError::Conflict(e.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO events(source_id, message_id, profile_id, type, event, ts, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![source_id, msg.message_id, target, msg.kind.as_str(), msg.event, msg.timestamp, msg.received_at, body])?;
+    .execute(params![source_id, msg.message_id, target, msg.kind.as_str(), msg.event, msg.timestamp, msg.received_at, msg.body])?;
 
     if !msg.traits.is_empty() {
         let mut upsert = conn.prepare_cached(
@@ -321,7 +333,7 @@ fn apply_message(conn: &Connection, source_id: i64, msg: &ParsedMessage, rules: 
              WHERE excluded.ts >= traits.ts",
         )?;
         for (key, value) in &msg.traits {
-            upsert.execute(params![target, key, value.to_string(), msg.timestamp, source_id, msg.message_id])?;
+            upsert.execute(params![target, key, value, msg.timestamp, source_id, msg.message_id])?;
         }
     }
     Ok(())
