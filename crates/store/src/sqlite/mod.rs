@@ -115,9 +115,13 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>> {
     std::thread::Builder::new()
         .name("confidant-checkpoint".into())
         .spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(std::time::Duration::from_millis(100)) {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::debug!(error = %e, "checkpoint skipped");
+            // Every 100 ms when idle; back to back while there is a backlog to copy.
+            let mut pause = std::time::Duration::from_millis(100);
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(pause) {
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
+                    Ok((log, copied)) if log - copied > 256 => pause = std::time::Duration::from_millis(5),
+                    Ok(_) => pause = std::time::Duration::from_millis(100),
+                    Err(e) => tracing::debug!(error = %e, "checkpoint skipped"),
                 }
             }
         })

@@ -3,6 +3,7 @@
 //! savepoint so that one failing job does not sink the others.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use confidant_core::identity::{plan, Candidate, IdentityRules, RootFacts};
@@ -39,14 +40,32 @@ fn job_size(job: &Job) -> usize {
     }
 }
 
-/// Messages committed between two restarts of the WAL (about 30 MiB of log). The checkpointer
-/// copies frames back as they come, but only the writer can find a moment when nothing is
-/// being appended; without a restart the log would grow without bound.
-const RESTART_EVERY: usize = 20_000;
+/// Frames in the WAL (about 64 MiB) beyond which the writer checkpoints itself. The
+/// checkpointer copies frames back as they come, and while the writer pauses the log starts
+/// again from its beginning on its own; but a writer that never pauses would let the log
+/// grow without bound, and only the writer knows a moment when nothing is being appended.
+const FORCE_CHECKPOINT_FRAMES: i64 = 16_384;
+
+/// Called by SQLite after each commit with the number of frames in the WAL.
+unsafe extern "C" fn wal_hook(
+    arg: *mut std::os::raw::c_void,
+    _db: *mut rusqlite::ffi::sqlite3,
+    _name: *const std::os::raw::c_char,
+    frames: std::os::raw::c_int,
+) -> std::os::raw::c_int {
+    // SAFETY: `arg` points to the AtomicI64 that `run` keeps alive as long as the connection.
+    unsafe { (*(arg as *const AtomicI64)).store(i64::from(frames), Ordering::Relaxed) };
+    rusqlite::ffi::SQLITE_OK
+}
 
 pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: SqliteOptions, gate: Arc<(Mutex<bool>, Condvar)>) {
     let mut closing: Option<oneshot::Sender<()>> = None;
-    let mut since_restart = 0usize;
+    let wal_frames = Box::new(AtomicI64::new(0));
+    // SAFETY: the handle is valid while `conn` lives; `conn` is dropped explicitly at the end
+    // of this function, before `wal_frames`, and the hook only stores into it.
+    unsafe {
+        rusqlite::ffi::sqlite3_wal_hook(conn.handle(), Some(wal_hook), &*wal_frames as *const AtomicI64 as *mut std::os::raw::c_void);
+    }
     while closing.is_none() {
         let Ok(first) = rx.recv() else { break };
         let mut size = job_size(&first);
@@ -67,12 +86,22 @@ pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: Sqlite
                 held = cv.wait(held).unwrap_or_else(|e| e.into_inner());
             }
         }
-        commit_group(&mut conn, jobs, &options.rules, &mut closing);
-        since_restart += size;
-        if since_restart >= RESTART_EVERY {
-            since_restart = 0;
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-                tracing::debug!(error = %e, "WAL restart postponed");
+        let started = std::time::Instant::now();
+        let applied = commit_group(&mut conn, jobs, &options.rules, &mut closing);
+        let took = started.elapsed();
+        if took > std::time::Duration::from_millis(20) {
+            tracing::debug!(messages = size, apply_ms = applied.as_millis() as u64, total_ms = took.as_millis() as u64, "slow group commit");
+        }
+        if wal_frames.load(Ordering::Relaxed) > FORCE_CHECKPOINT_FRAMES {
+            // A passive checkpoint never waits. While nothing is appended it can copy back
+            // every frame; the next write transaction then starts the log from its beginning.
+            // If the checkpointer is busy, try again after the next group.
+            let done = conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                .map(|(busy, log, copied)| busy == 0 && log == copied)
+                .unwrap_or(false);
+            if done {
+                wal_frames.store(0, Ordering::Relaxed);
             }
         }
     }
@@ -85,7 +114,9 @@ pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: Sqlite
     }
 }
 
-fn commit_group(conn: &mut Connection, jobs: Vec<Job>, rules: &IdentityRules, closing: &mut Option<oneshot::Sender<()>>) {
+/// Applies and commits one group; returns how long applying took (the rest is the commit).
+fn commit_group(conn: &mut Connection, jobs: Vec<Job>, rules: &IdentityRules, closing: &mut Option<oneshot::Sender<()>>) -> std::time::Duration {
+    let started = std::time::Instant::now();
     let mut done = Vec::with_capacity(jobs.len());
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -100,7 +131,7 @@ fn commit_group(conn: &mut Connection, jobs: Vec<Job>, rules: &IdentityRules, cl
                     Job::Close(c) => *closing = Some(c),
                 }
             }
-            return;
+            return started.elapsed();
         }
     };
     let now = now_millis();
@@ -133,6 +164,7 @@ fn commit_group(conn: &mut Connection, jobs: Vec<Job>, rules: &IdentityRules, cl
             Err(e) => tracing::error!(error = %e, "savepoint failed"),
         }
     }
+    let applied = started.elapsed();
     let commit_error = tx.commit().err().map(|e| {
         tracing::error!(error = %e, "commit failed");
         e.to_string()
@@ -140,6 +172,7 @@ fn commit_group(conn: &mut Connection, jobs: Vec<Job>, rules: &IdentityRules, cl
     for d in done {
         d.answer(commit_error.as_deref());
     }
+    applied
 }
 
 fn ensure_sources(conn: &Connection, names: &[String], now: i64) -> Result<Vec<i64>> {
