@@ -559,6 +559,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let text = include_str!("../../../confidant.example.toml");
+        assert_eq!(load(text, Vec::new()).unwrap().config, Config::default());
+    }
+
+    #[test]
     fn the_documented_keys_work_as_written() {
         let text = r#"
             data_dir = "/var/lib/confidant"
