@@ -209,3 +209,75 @@ async fn concurrent_writers_never_see_a_locked_database() {
     }
     assert_eq!(store.totals().await.unwrap().events, 16 * 20 * 50);
 }
+
+/// Which identifiers end up together, whatever the (random) profile ids.
+async fn partition(store: &Store, ids: &[(IdKind, String)]) -> Vec<Vec<String>> {
+    let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (k, v) in ids {
+        if let Some(p) = store.find_profiles(*k, v.clone()).await.unwrap().first() {
+            let mut members: Vec<String> = p.identities.iter().map(|i| format!("{}:{}", i.kind.as_str(), i.value)).collect();
+            members.sort();
+            groups.insert(members.join(","), members);
+        }
+    }
+    groups.into_values().collect()
+}
+
+#[tokio::test]
+async fn the_writers_identity_cache_never_changes_an_outcome() {
+    // The same merge-heavy traffic, with unmerges in between, through a store that stays
+    // open (warm cache) and one reopened before every batch (cold cache).
+    let mut rng_state = 7u64;
+    let mut rnd = |n: u64| {
+        rng_state = rng_state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (rng_state >> 33) % n
+    };
+    let mut batches = Vec::new();
+    for b in 0..30 {
+        let msgs: Vec<Value> = (0..40)
+            .map(|i| {
+                let mut m = json!({"type": "identify", "messageId": format!("{b}-{i}"), "anonymousId": format!("a{}", rnd(60))});
+                match rnd(4) {
+                    0 => m["userId"] = json!(format!("u{}", rnd(25))),
+                    1 => m["traits"] = json!({"email": format!("e{}@example.fr", rnd(30))}),
+                    2 => {
+                        m["type"] = json!("alias");
+                        m["userId"] = json!(format!("u{}", rnd(25)));
+                        m["previousId"] = json!(format!("a{}", rnd(60)));
+                    }
+                    _ => {}
+                }
+                m
+            })
+            .collect();
+        batches.push(msgs);
+    }
+    let warm_dir = tempfile::tempdir().unwrap();
+    let cold_dir = tempfile::tempdir().unwrap();
+    let warm = open(&warm_dir);
+    let warm_src = warm.ensure_sources(vec!["web".into()]).await.unwrap()[0];
+    for (b, msgs) in batches.iter().enumerate() {
+        send(&warm, warm_src, msgs.clone()).await;
+        let cold = open(&cold_dir);
+        let cold_src = cold.ensure_sources(vec!["web".into()]).await.unwrap()[0];
+        send(&cold, cold_src, msgs.clone()).await;
+        if b % 7 == 6 {
+            // undo the newest merge of the same person on both sides
+            let who = (IdKind::UserId, format!("u{}", b % 25));
+            for store in [&warm, &cold] {
+                if let Some(p) = store.find_profiles(who.0, who.1.clone()).await.unwrap().first() {
+                    let _ = store.unmerge(p.id, None, "test".into()).await;
+                }
+            }
+        }
+        cold.close().await.unwrap();
+    }
+    let cold = open(&cold_dir);
+    let mut ids: Vec<(IdKind, String)> = (0..60).map(|i| (IdKind::AnonymousId, format!("a{i}"))).collect();
+    ids.extend((0..25).map(|i| (IdKind::UserId, format!("u{i}"))));
+    ids.extend((0..30).map(|i| (IdKind::Email, format!("e{i}@example.fr"))));
+    let (w, c) = (partition(&warm, &ids).await, partition(&cold, &ids).await);
+    assert!(w.iter().any(|g| g.len() > 3), "the traffic merged people");
+    assert_eq!(w, c);
+    assert_eq!(warm.totals().await.unwrap(), cold.totals().await.unwrap());
+}

@@ -46,6 +46,61 @@ fn job_size(job: &Job) -> usize {
 /// grow without bound, and only the writer knows a moment when nothing is being appended.
 const FORCE_CHECKPOINT_FRAMES: i64 = 16_384;
 
+/// The writer's memory of the identity graph. The writer is the only connection that
+/// changes the graph, so the cache is exact as long as every change goes through it:
+/// an identifier's owner never changes (entries are only added), and a profile's root
+/// changes only by a merge (applied here through `members`) or an unmerge (which clears
+/// everything). Anything that rolls back clears it too, since it may hold tentative entries.
+#[derive(Default)]
+pub(super) struct IdentityCache {
+    /// Per kind (in `kind_code` order): identifier value → the profile that owns it.
+    owners: [HashMap<String, i64>; 4],
+    /// Profile → its root.
+    roots: HashMap<i64, i64>,
+    /// Root → the cached profiles whose root it is (so a merge can repoint them).
+    members: HashMap<i64, Vec<i64>>,
+}
+
+impl IdentityCache {
+    /// Bound on cached identifiers; past it the cache starts again empty.
+    const MAX_OWNERS: usize = 2_000_000;
+
+    pub(super) fn clear(&mut self) {
+        for o in &mut self.owners {
+            o.clear();
+        }
+        self.roots.clear();
+        self.members.clear();
+    }
+
+    fn owner(&self, kind: IdKind, value: &str) -> Option<i64> {
+        self.owners[kind_code(kind) as usize].get(value).copied()
+    }
+
+    fn remember_owner(&mut self, kind: IdKind, value: &str, owner: i64) {
+        if self.owners.iter().map(HashMap::len).sum::<usize>() >= Self::MAX_OWNERS {
+            self.clear();
+        }
+        self.owners[kind_code(kind) as usize].insert(value.to_owned(), owner);
+    }
+
+    fn remember_root(&mut self, profile: i64, root: i64) {
+        if self.roots.insert(profile, root).is_none() {
+            self.members.entry(root).or_default().push(profile);
+        }
+    }
+
+    /// `from` (a root) was merged into `into` (a root).
+    fn merged(&mut self, from: i64, into: i64) {
+        let moved = self.members.remove(&from).unwrap_or_default();
+        for p in &moved {
+            self.roots.insert(*p, into);
+        }
+        self.members.entry(into).or_default().extend(moved);
+        self.remember_root(from, into);
+    }
+}
+
 /// Called by SQLite after each commit with the number of frames in the WAL.
 unsafe extern "C" fn wal_hook(
     arg: *mut std::os::raw::c_void,
@@ -60,6 +115,7 @@ unsafe extern "C" fn wal_hook(
 
 pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: SqliteOptions, gate: Arc<(Mutex<bool>, Condvar)>) {
     let mut closing: Option<oneshot::Sender<()>> = None;
+    let mut cache = IdentityCache::default();
     let wal_frames = Box::new(AtomicI64::new(0));
     // SAFETY: the handle is valid while `conn` lives; `conn` is dropped explicitly at the end
     // of this function, before `wal_frames`, and the hook only stores into it.
@@ -87,7 +143,7 @@ pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: Sqlite
             }
         }
         let started = std::time::Instant::now();
-        let applied = commit_group(&mut conn, jobs, &options.rules, &mut closing);
+        let applied = commit_group(&mut conn, jobs, &options.rules, &mut cache, &mut closing);
         let took = started.elapsed();
         if took > std::time::Duration::from_millis(20) {
             tracing::debug!(messages = size, apply_ms = applied.as_millis() as u64, total_ms = took.as_millis() as u64, "slow group commit");
@@ -115,7 +171,13 @@ pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: Sqlite
 }
 
 /// Applies and commits one group; returns how long applying took (the rest is the commit).
-fn commit_group(conn: &mut Connection, jobs: Vec<Job>, rules: &IdentityRules, closing: &mut Option<oneshot::Sender<()>>) -> std::time::Duration {
+fn commit_group(
+    conn: &mut Connection,
+    jobs: Vec<Job>,
+    rules: &IdentityRules,
+    cache: &mut IdentityCache,
+    closing: &mut Option<oneshot::Sender<()>>,
+) -> std::time::Duration {
     let started = std::time::Instant::now();
     let mut done = Vec::with_capacity(jobs.len());
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -142,9 +204,12 @@ fn commit_group(conn: &mut Connection, jobs: Vec<Job>, rules: &IdentityRules, cl
         }
         let result = tx.savepoint().map_err(StoreError::from).and_then(|mut sp| {
             let out = match job {
-                Job::Ingest(batch, reply) => Done::Ingest(reply, apply_ingest(&sp, &batch, rules, now)),
+                Job::Ingest(batch, reply) => Done::Ingest(reply, apply_ingest(&sp, &batch, rules, cache, now)),
                 Job::EnsureSources(names, reply) => Done::Sources(reply, ensure_sources(&sp, &names, now)),
-                Job::Unmerge { id, merge_id, actor, reply } => Done::Unmerge(reply, unmerge(&sp, id, merge_id, &actor, now)),
+                Job::Unmerge { id, merge_id, actor, reply } => {
+                    cache.clear();
+                    Done::Unmerge(reply, unmerge(&sp, id, merge_id, &actor, now))
+                }
                 Job::Close(_) => unreachable!("handled above"),
             };
             let ok = match &out {
@@ -155,17 +220,22 @@ fn commit_group(conn: &mut Connection, jobs: Vec<Job>, rules: &IdentityRules, cl
             if ok {
                 sp.commit()?;
             } else {
+                cache.clear();
                 sp.rollback()?;
             }
             Ok(out)
         });
         match result {
             Ok(d) => done.push(d),
-            Err(e) => tracing::error!(error = %e, "savepoint failed"),
+            Err(e) => {
+                cache.clear();
+                tracing::error!(error = %e, "savepoint failed");
+            }
         }
     }
     let applied = started.elapsed();
     let commit_error = tx.commit().err().map(|e| {
+        cache.clear();
         tracing::error!(error = %e, "commit failed");
         e.to_string()
     });
@@ -187,18 +257,34 @@ fn ensure_sources(conn: &Connection, names: &[String], now: i64) -> Result<Vec<i
         .collect()
 }
 
-fn owner_root(conn: &Connection, kind: IdKind, value: &str) -> Result<Option<i64>> {
-    let owner: Option<i64> = conn
-        .prepare_cached("SELECT profile_id FROM identities WHERE kind = ?1 AND value = ?2")?
-        .query_row(params![kind_code(kind), value], |r| r.get(0))
-        .optional()?;
-    match owner {
-        None => Ok(None),
-        Some(p) => root_of(conn, p),
+fn owner_root(conn: &Connection, cache: &mut IdentityCache, kind: IdKind, value: &str) -> Result<Option<i64>> {
+    let owner = match cache.owner(kind, value) {
+        Some(o) => o,
+        None => {
+            let found: Option<i64> = conn
+                .prepare_cached("SELECT profile_id FROM identities WHERE kind = ?1 AND value = ?2")?
+                .query_row(params![kind_code(kind), value], |r| r.get(0))
+                .optional()?;
+            match found {
+                Some(o) => {
+                    cache.remember_owner(kind, value, o);
+                    o
+                }
+                None => return Ok(None),
+            }
+        }
+    };
+    if let Some(r) = cache.roots.get(&owner) {
+        return Ok(Some(*r));
     }
+    let root = root_of(conn, owner)?;
+    if let Some(r) = root {
+        cache.remember_root(owner, r);
+    }
+    Ok(root)
 }
 
-fn apply_ingest(conn: &Connection, batch: &IngestBatch, rules: &IdentityRules, now: i64) -> Result<IngestReport> {
+fn apply_ingest(conn: &Connection, batch: &IngestBatch, rules: &IdentityRules, cache: &mut IdentityCache, now: i64) -> Result<IngestReport> {
     let mut report = IngestReport { duplicate_flags: Vec::with_capacity(batch.messages.len()), ..Default::default() };
     let mut exists = conn.prepare_cached("SELECT 1 FROM events WHERE source_id = ?1 AND message_id = ?2")?;
     for msg in &batch.messages {
@@ -208,7 +294,7 @@ fn apply_ingest(conn: &Connection, batch: &IngestBatch, rules: &IdentityRules, n
             report.duplicates += 1;
             continue;
         }
-        apply_message(conn, batch.source_id, msg, rules, now, &mut report)?;
+        apply_message(conn, batch.source_id, msg, rules, cache, now, &mut report)?;
         report.stored += 1;
     }
     let day = now.div_euclid(86_400_000);
@@ -288,19 +374,27 @@ fn blocked_pairs(conn: &Connection, roots: &[i64]) -> Result<HashSet<(i64, i64)>
     Ok(out)
 }
 
-fn apply_message(conn: &Connection, source_id: i64, msg: &SealedMessage, rules: &IdentityRules, now: i64, report: &mut IngestReport) -> Result<()> {
+fn apply_message(
+    conn: &Connection,
+    source_id: i64,
+    msg: &SealedMessage,
+    rules: &IdentityRules,
+    cache: &mut IdentityCache,
+    now: i64,
+    report: &mut IngestReport,
+) -> Result<()> {
     let mut candidates = Vec::with_capacity(msg.identifiers.len() + 1);
     for id in &msg.identifiers {
-        candidates.push(Candidate { identifier: id.clone(), owner: owner_root(conn, id.kind, &id.value)?.map(ProfileId) });
+        candidates.push(Candidate { identifier: id.clone(), owner: owner_root(conn, cache, id.kind, &id.value)?.map(ProfileId) });
     }
     if let Some(prev) = &msg.previous_id {
         // The aliased id may be an earlier user id or an anonymous id.
-        let as_user = owner_root(conn, IdKind::UserId, prev)?;
+        let as_user = owner_root(conn, cache, IdKind::UserId, prev)?;
         let cand = match as_user {
             Some(o) => Candidate { identifier: Identifier::new(IdKind::UserId, prev.clone()), owner: Some(ProfileId(o)) },
             None => Candidate {
                 identifier: Identifier::new(IdKind::AnonymousId, prev.clone()),
-                owner: owner_root(conn, IdKind::AnonymousId, prev)?.map(ProfileId),
+                owner: owner_root(conn, cache, IdKind::AnonymousId, prev)?.map(ProfileId),
             },
         };
         candidates.insert(candidates.len().min(1), cand);
@@ -324,7 +418,9 @@ fn apply_message(conn: &Connection, source_id: i64, msg: &SealedMessage, rules: 
             Some(t) => t.0,
             None => {
                 report.profiles_created += 1;
-                new_profile(conn, msg.timestamp)?
+                let id = new_profile(conn, msg.timestamp)?;
+                cache.remember_root(id, id);
+                id
             }
         };
         for m in &plan.merges {
@@ -340,6 +436,7 @@ fn apply_message(conn: &Connection, source_id: i64, msg: &SealedMessage, rules: 
             .execute(params![now, target, m.from.0, rule, evidence.to_string(), source_id, msg.message_id])?;
             let merge_id = conn.last_insert_rowid();
             conn.prepare_cached("UPDATE profiles SET merged_into = ?1, merge_id = ?2 WHERE id = ?3")?.execute(params![target, merge_id, m.from.0])?;
+            cache.merged(m.from.0, target);
             report.merges += 1;
         }
         for c in &plan.conflicts {
@@ -350,6 +447,9 @@ fn apply_message(conn: &Connection, source_id: i64, msg: &SealedMessage, rules: 
             report.conflicts += 1;
         }
         attach(conn, target, &plan.attach, source_id, &msg.message_id, now)?;
+        for id in &plan.attach {
+            cache.remember_owner(id.kind, &id.value, target);
+        }
         target
     };
 
