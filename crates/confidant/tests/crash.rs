@@ -102,3 +102,28 @@ async fn every_acknowledged_message_survives_kill_9() {
     let r: Value = client.post(format!("{}/v1/batch", restarted.base)).basic_auth(common::WRITE_KEY, Some("")).json(&batch(s, n)).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["duplicates"], 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_cleanly_with_everything_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(dir.path(), "");
+    let mut server = common::serve(&config);
+    let client = reqwest::Client::new();
+    let r = client.post(format!("{}/v1/batch", server.base)).basic_auth(common::WRITE_KEY, Some("")).json(&batch(0, 0)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let status = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let code = server.child.wait().unwrap();
+        drop(server);
+        code
+    })
+    .await
+    .unwrap();
+    assert!(exit.success(), "a clean shutdown exits 0: {exit:?}");
+    let wal = dir.path().join("data/confidant.db-wal");
+    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal_len, 0, "the WAL was checkpointed into the database on shutdown");
+    let restarted = common::serve(&config);
+    assert_eq!(all_message_ids(&client, &restarted.base, "crash-user-0").await.len(), 100);
+}

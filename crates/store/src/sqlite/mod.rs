@@ -115,6 +115,7 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>> {
     std::thread::Builder::new()
         .name("confidant-checkpoint".into())
         .spawn(move || {
+            lower_priority();
             // Every 100 ms when idle; back to back while there is a backlog to copy.
             let mut pause = std::time::Duration::from_millis(100);
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(pause) {
@@ -127,6 +128,19 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::Sender<()>> {
         })
         .map_err(|e| StoreError::Open(e.to_string()))?;
     Ok(stop)
+}
+
+/// Lowers the calling thread's CPU priority (nice 10), so that background copying yields to
+/// the writer, whose commits clients are waiting for. Raising one's own nice value needs no
+/// privilege; where it fails, nothing changes.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id only changes
+    // this thread's scheduling priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
 }
 
 /// Holds the writer while alive (tests only).
