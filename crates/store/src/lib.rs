@@ -33,6 +33,8 @@ pub enum StoreError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    #[error("the database could not be synced to disk; writes are refused until a restart")]
+    SyncFailed,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

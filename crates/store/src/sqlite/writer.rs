@@ -3,7 +3,7 @@
 //! savepoint so that one failing job does not sink the others.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use confidant_core::identity::{plan, Candidate, IdentityRules, RootFacts};
@@ -22,6 +22,14 @@ enum Done {
 }
 
 impl Done {
+    fn fail(self, e: StoreError) {
+        match self {
+            Done::Ingest(tx, _) => drop(tx.send(Err(e))),
+            Done::Sources(tx, _) => drop(tx.send(Err(e))),
+            Done::Unmerge(tx, _) => drop(tx.send(Err(e))),
+        }
+    }
+
     /// Answers the caller; when the commit failed, every job of the transaction fails.
     fn answer(self, commit_error: Option<&str>) {
         let fail = |e: &str| StoreError::Conflict(format!("commit failed: {e}"));
@@ -113,8 +121,29 @@ unsafe extern "C" fn wal_hook(
     rusqlite::ffi::SQLITE_OK
 }
 
-pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: SqliteOptions, gate: Arc<(Mutex<bool>, Condvar)>) {
+pub(super) fn run(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    options: SqliteOptions,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+    db_path: std::path::PathBuf,
+) {
     let mut closing: Option<oneshot::Sender<()>> = None;
+    let sync_failed = Arc::new(AtomicBool::new(false));
+    let syncer = match spawn_syncer(db_path, sync_failed.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the syncer; refusing writes");
+            while let Ok(job) = rx.recv() {
+                refuse(vec![job], &mut closing);
+                if let Some(c) = closing.take() {
+                    let _ = c.send(());
+                    return;
+                }
+            }
+            return;
+        }
+    };
     let mut cache = IdentityCache::default();
     let wal_frames = Box::new(AtomicI64::new(0));
     // SAFETY: the handle is valid while `conn` lives; `conn` is dropped explicitly at the end
@@ -142,11 +171,24 @@ pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: Sqlite
                 held = cv.wait(held).unwrap_or_else(|e| e.into_inner());
             }
         }
+        if sync_failed.load(Ordering::Relaxed) {
+            refuse(jobs, &mut closing);
+            continue;
+        }
         let started = std::time::Instant::now();
-        let applied = commit_group(&mut conn, jobs, &options.rules, &mut cache, &mut closing);
+        let committed = commit_group(&mut conn, jobs, &options.rules, &mut cache, &mut closing);
         let took = started.elapsed();
         if took > std::time::Duration::from_millis(20) {
-            tracing::debug!(messages = size, apply_ms = applied.as_millis() as u64, total_ms = took.as_millis() as u64, "slow group commit");
+            tracing::debug!(messages = size, apply_ms = committed.applied.as_millis() as u64, total_ms = took.as_millis() as u64, "slow group commit");
+        }
+        match committed.commit_error {
+            // Nothing to make durable: answer at once.
+            Some(e) => committed.done.into_iter().for_each(|d| d.answer(Some(&e))),
+            None => {
+                if syncer.send(Synced::Group(committed.done)).is_err() {
+                    tracing::error!("the syncer thread is gone");
+                }
+            }
         }
         if wal_frames.load(Ordering::Relaxed) > FORCE_CHECKPOINT_FRAMES {
             // A passive checkpoint never waits. While nothing is appended it can copy back
@@ -165,19 +207,97 @@ pub(super) fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, options: Sqlite
         tracing::warn!(error = %e, "final checkpoint failed");
     }
     drop(conn);
+    // Answered by the syncer after the last fsync, so closing waits for every answer.
     if let Some(done) = closing {
-        let _ = done.send(());
+        let _ = syncer.send(Synced::Closed(done));
     }
 }
 
-/// Applies and commits one group; returns how long applying took (the rest is the commit).
+/// Answers jobs with an error without touching the database (after a failed fsync).
+fn refuse(jobs: Vec<Job>, closing: &mut Option<oneshot::Sender<()>>) {
+    let err = || StoreError::SyncFailed;
+    for job in jobs {
+        match job {
+            Job::Ingest(_, r) => drop(r.send(Err(err()))),
+            Job::EnsureSources(_, r) => drop(r.send(Err(err()))),
+            Job::Unmerge { reply, .. } => drop(reply.send(Err(err()))),
+            Job::Close(c) => *closing = Some(c),
+        }
+    }
+}
+
+enum Synced {
+    Group(Vec<Done>),
+    Closed(oneshot::Sender<()>),
+}
+
+/// The syncer: makes committed groups durable and only then answers them. The writer commits
+/// with `synchronous = NORMAL` (its frames are written to the WAL but not fsynced) and goes
+/// on to the next group at once; the syncer takes every group committed meanwhile, fsyncs
+/// the WAL once, and answers them all. Applying group N+1 thus overlaps the fsync of group N.
+///
+/// Why an acknowledged group is durable: fsync covers every write made to the file before
+/// it, so all frames of the groups it answers; and SQLite never overwrites WAL frames before
+/// a checkpoint has copied them into the database and synced it (in NORMAL mode it syncs
+/// the WAL before each checkpoint and the database after). A duplicate's answer also waits
+/// for an fsync made after its original's commit. If an fsync fails, what the OS still holds
+/// can no longer be trusted: those groups get an error and the store refuses every later
+/// write (as PostgreSQL does), until a restart recovers from the WAL on disk.
+fn spawn_syncer(db_path: std::path::PathBuf, failed: Arc<AtomicBool>) -> std::io::Result<mpsc::Sender<Synced>> {
+    let (tx, rx) = mpsc::channel::<Synced>();
+    let wal_path = std::path::PathBuf::from(format!("{}-wal", db_path.display()));
+    std::thread::Builder::new().name("confidant-sync".into()).spawn(move || {
+        let mut wal: Option<std::fs::File> = None;
+        while let Ok(first) = rx.recv() {
+            let mut items = vec![first];
+            items.extend(rx.try_iter());
+            let result = sync(&mut wal, &wal_path, &db_path);
+            if let Err(e) = &result {
+                failed.store(true, Ordering::Relaxed);
+                tracing::error!(error = %e, "fsync failed: refusing writes until restart");
+            }
+            for item in items {
+                match item {
+                    Synced::Group(done) if result.is_ok() => done.into_iter().for_each(|d| d.answer(None)),
+                    Synced::Group(done) => done.into_iter().for_each(|d| d.fail(StoreError::SyncFailed)),
+                    Synced::Closed(c) => drop(c.send(())),
+                }
+            }
+        }
+    })?;
+    Ok(tx)
+}
+
+fn sync(wal: &mut Option<std::fs::File>, wal_path: &std::path::Path, db_path: &std::path::Path) -> std::io::Result<()> {
+    if wal.is_none() {
+        match std::fs::OpenOptions::new().read(true).write(true).open(wal_path) {
+            Ok(f) => *wal = Some(f),
+            // No WAL file: everything is in the database file itself.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return std::fs::File::open(db_path)?.sync_data(),
+            Err(e) => return Err(e),
+        }
+    }
+    match wal {
+        Some(f) => f.sync_data(),
+        None => Ok(()),
+    }
+}
+
+/// One committed group, waiting for the fsync that makes it durable.
+struct Committed {
+    done: Vec<Done>,
+    commit_error: Option<String>,
+    applied: std::time::Duration,
+}
+
+/// Applies and commits one group (without fsync: the syncer does that).
 fn commit_group(
     conn: &mut Connection,
     jobs: Vec<Job>,
     rules: &IdentityRules,
     cache: &mut IdentityCache,
     closing: &mut Option<oneshot::Sender<()>>,
-) -> std::time::Duration {
+) -> Committed {
     let started = std::time::Instant::now();
     let mut done = Vec::with_capacity(jobs.len());
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -193,7 +313,7 @@ fn commit_group(
                     Job::Close(c) => *closing = Some(c),
                 }
             }
-            return started.elapsed();
+            return Committed { done: Vec::new(), commit_error: None, applied: started.elapsed() };
         }
     };
     let now = now_millis();
@@ -239,10 +359,7 @@ fn commit_group(
         tracing::error!(error = %e, "commit failed");
         e.to_string()
     });
-    for d in done {
-        d.answer(commit_error.as_deref());
-    }
-    applied
+    Committed { done, commit_error, applied }
 }
 
 fn ensure_sources(conn: &Connection, names: &[String], now: i64) -> Result<Vec<i64>> {
