@@ -4,7 +4,8 @@
 #      Confidant's schema and durability settings, 100 rows per commit and 10,000 per commit;
 #   2. the server at its peak: `confidant serve` (durable: synchronous=FULL, WAL) fed
 #      100-message batches on /v1/batch by a separate load process over loopback;
-#   3. the server at half that peak rate (open loop), for latency percentiles.
+#   3. the server at half that peak rate (open loop), for latency percentiles;
+#   and first, the disk's own fdatasync latency (the floor of any durable acknowledgement).
 # Usage: bench/ingest.sh [customers]   (about 58 messages per customer; default 5000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ SERVER=
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
 
+disk=$($BIN/fsync-probe --file "$T/probe" --count 500 --interval-ms 10)
 raw100=$($BIN/raw-insert --db "$T/raw.db" --customers "$CUSTOMERS" --rows-per-commit 100)
 raw10k=$($BIN/raw-insert --db "$T/raw.db" --customers "$CUSTOMERS" --rows-per-commit 10000)
 rm -f "$T"/raw.db*
@@ -44,12 +46,14 @@ peak=$($BIN/ingest-load --url "$URL" --write-key "$KEY" --customers "$CUSTOMERS"
 rate=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['events_per_second'] / 2 / 100, 1))" "$peak")
 half=$($BIN/ingest-load --url "$URL" --write-key "$KEY" --customers "$CUSTOMERS" --concurrency 64 --rate "$rate" --run "half$$")
 
-python3 - "$raw100" "$raw10k" "$peak" "$half" <<'PY'
+python3 - "$raw100" "$raw10k" "$peak" "$half" "$disk" <<'PY'
 import json, sys
-raw100, raw10k, peak, half = (json.loads(a) for a in sys.argv[1:])
+raw100, raw10k, peak, half, disk = (json.loads(a) for a in sys.argv[1:])
 p = peak["events_per_second"]
-print(json.dumps({"raw_100_per_commit": raw100, "raw_10000_per_commit": raw10k, "server_peak": peak, "server_half_peak": half}, indent=1))
+print(json.dumps({"disk_fdatasync": disk, "raw_100_per_commit": raw100, "raw_10000_per_commit": raw10k, "server_peak": peak, "server_half_peak": half}, indent=1))
 print()
+d = disk["latency_ms"]
+print(f"disk: append 16 KiB + fdatasync, 100/s: p50 {d['p50']:.1f} ms, p90 {d['p90']:.1f} ms, p99 {d['p99']:.1f} ms, max {d['max']:.1f} ms")
 print(f"raw SQLite insert, 100 rows/commit:    {raw100['rows_per_second']:>10,.0f} rows/s")
 print(f"raw SQLite insert, 10,000 rows/commit: {raw10k['rows_per_second']:>10,.0f} rows/s")
 print(f"server peak, durable:                  {p:>10,.0f} events/s  (p50 {peak['latency_ms']['p50']:.1f} ms, p99 {peak['latency_ms']['p99']:.1f} ms)")

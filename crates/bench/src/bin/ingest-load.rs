@@ -44,6 +44,11 @@ async fn main() -> Result<()> {
     let messages: usize = bodies.iter().map(|b| b.messages).sum();
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).tcp_nodelay(true).build()?;
     let next = Arc::new(AtomicUsize::new(0));
+    // Open every connection before the clock starts, as a long-running client would have.
+    let warm: Vec<_> = (0..args.concurrency).map(|_| client.get(format!("{}/health", args.url)).send()).collect();
+    for w in warm {
+        let _ = w.await?.bytes().await;
+    }
     eprintln!("sending {messages} messages in {} batches", bodies.len());
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.max_seconds);

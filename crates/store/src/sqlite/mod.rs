@@ -73,6 +73,8 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
     // in free pages; temp_store keeps sorts and temporary tables out of files.
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;")?;
     if writer {
+        // For a new database only. Measured: 1 KiB and 2 KiB pages ingest slower (BENCHMARKS.md).
+        conn.execute_batch("PRAGMA page_size = 4096;")?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Open(format!("could not switch to WAL (journal mode is {mode})")));

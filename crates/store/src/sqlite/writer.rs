@@ -251,7 +251,11 @@ fn spawn_syncer(db_path: std::path::PathBuf, failed: Arc<AtomicBool>) -> std::io
         while let Ok(first) = rx.recv() {
             let mut items = vec![first];
             items.extend(rx.try_iter());
+            let started = std::time::Instant::now();
             let result = sync(&mut wal, &wal_path, &db_path);
+            if started.elapsed() > std::time::Duration::from_millis(20) {
+                tracing::debug!(groups = items.len(), fsync_ms = started.elapsed().as_millis() as u64, "slow fsync");
+            }
             if let Err(e) = &result {
                 failed.store(true, Ordering::Relaxed);
                 tracing::error!(error = %e, "fsync failed: refusing writes until restart");
