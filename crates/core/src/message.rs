@@ -133,9 +133,9 @@ pub struct ParseContext<'a> {
     pub default_region: &'a str,
 }
 
-/// A valid message, ready for the privacy gate and the store.
+/// What every message carries, before and after sealing.
 #[derive(Clone, Debug)]
-pub struct ParsedMessage {
+pub struct Envelope {
     pub kind: MessageType,
     pub message_id: String,
     pub event: Option<String>,
@@ -147,6 +147,12 @@ pub struct ParsedMessage {
     pub identifiers: Vec<Identifier>,
     /// `alias`: the id being aliased; it may be a user id or an anonymous id.
     pub previous_id: Option<String>,
+}
+
+/// A valid message, ready for the privacy gate and the store.
+#[derive(Clone, Debug)]
+pub struct ParsedMessage {
+    pub envelope: Envelope,
     /// Traits about the person: `traits` of an identify merged over `context.traits`.
     pub traits: Map<String, Value>,
     /// The message as received (minus `writeKey`), with `messageId`, `type`, `receivedAt`,
@@ -158,13 +164,7 @@ pub struct ParsedMessage {
 /// serialised once, on the request's thread, so the single writer only writes.
 #[derive(Clone, Debug)]
 pub struct SealedMessage {
-    pub kind: MessageType,
-    pub message_id: String,
-    pub event: Option<String>,
-    pub timestamp: Millis,
-    pub received_at: Millis,
-    pub identifiers: Vec<Identifier>,
-    pub previous_id: Option<String>,
+    pub envelope: Envelope,
     /// Trait keys and their values as JSON text.
     pub traits: Vec<(String, String)>,
     /// The stored form of the message, as JSON text.
@@ -175,15 +175,9 @@ impl ParsedMessage {
     /// Serialises the message for storage. Call after the privacy gate.
     pub fn seal(self) -> SealedMessage {
         SealedMessage {
-            body: Value::Object(self.body).to_string(),
+            envelope: self.envelope,
             traits: self.traits.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
-            kind: self.kind,
-            message_id: self.message_id,
-            event: self.event,
-            timestamp: self.timestamp,
-            received_at: self.received_at,
-            identifiers: self.identifiers,
-            previous_id: self.previous_id,
+            body: Value::Object(self.body).to_string(),
         }
     }
 }
@@ -369,13 +363,7 @@ fn parse_value(value: Value, raw: &str, ctx: &ParseContext<'_>) -> Result<Parsed
     body.insert("timestamp".into(), Value::String(format_millis(timestamp)));
 
     Ok(ParsedMessage {
-        kind,
-        message_id,
-        event,
-        timestamp,
-        received_at: ctx.received_at,
-        identifiers,
-        previous_id,
+        envelope: Envelope { kind, message_id, event, timestamp, received_at: ctx.received_at, identifiers, previous_id },
         traits,
         body,
     })
@@ -475,9 +463,9 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(m.kind, MessageType::Track);
-        assert_eq!(m.event.as_deref(), Some("Order Completed"));
-        let ids: Vec<_> = m.identifiers.iter().map(|i| (i.kind, i.value.as_str())).collect();
+        assert_eq!(m.envelope.kind, MessageType::Track);
+        assert_eq!(m.envelope.event.as_deref(), Some("Order Completed"));
+        let ids: Vec<_> = m.envelope.identifiers.iter().map(|i| (i.kind, i.value.as_str())).collect();
         assert_eq!(
             ids,
             [(IdKind::UserId, "u1"), (IdKind::Email, "alice@example.fr"), (IdKind::Phone, "+33612345678"), (IdKind::AnonymousId, "a1")]
@@ -490,7 +478,7 @@ mod tests {
     #[test]
     fn the_endpoint_sets_the_type() {
         let m = parse(json!({"userId": "u1", "traits": {"firstName": "Alice"}}), Some(MessageType::Identify)).unwrap();
-        assert_eq!(m.kind, MessageType::Identify);
+        assert_eq!(m.envelope.kind, MessageType::Identify);
         assert_eq!(m.traits["firstName"], "Alice");
         assert_eq!(m.body["type"], "identify");
     }
@@ -500,14 +488,14 @@ mod tests {
         let v = json!({"type": "page", "anonymousId": "a1", "timestamp": "2026-01-01T00:00:00Z"});
         let a = parse(v.clone(), None).unwrap();
         let b = parse(v, None).unwrap();
-        assert!(a.message_id.starts_with("gen-"));
-        assert_eq!(a.message_id, b.message_id);
+        assert!(a.envelope.message_id.starts_with("gen-"));
+        assert_eq!(a.envelope.message_id, b.envelope.message_id);
     }
 
     #[test]
     fn numeric_ids_are_coerced_to_strings() {
         let m = parse(json!({"type": "identify", "userId": 42}), None).unwrap();
-        assert_eq!(m.identifiers[0].value, "42");
+        assert_eq!(m.envelope.identifiers[0].value, "42");
     }
 
     #[test]

@@ -208,7 +208,7 @@ impl Store {
         self.backend.unmerge(id, merge_id, actor).await
     }
 
-    /// A cheap read, to tell that the database answers.
+    /// A cheap read, to tell that the database answers; fails once an fsync has failed.
     pub async fn ping(&self) -> Result<()> {
         self.backend.ping().await
     }
@@ -222,6 +222,13 @@ impl Store {
     #[doc(hidden)]
     pub fn hold_writer(&self) -> WriterHold {
         self.backend.hold_writer()
+    }
+
+    /// Makes the next fsync report an error, to test how failure is handled. Never used by
+    /// the product.
+    #[doc(hidden)]
+    pub fn fail_next_sync(&self) {
+        self.backend.fail_next_sync()
     }
 
     /// Stops the writer after it has committed everything queued, and checkpoints the WAL.

@@ -281,3 +281,22 @@ async fn the_writers_identity_cache_never_changes_an_outcome() {
     assert_eq!(w, c);
     assert_eq!(warm.totals().await.unwrap(), cold.totals().await.unwrap());
 }
+
+#[tokio::test]
+async fn after_a_failed_fsync_nothing_more_is_acknowledged() {
+    let (_d, store, src) = setup().await;
+    send(&store, src, vec![json!({"type": "identify", "userId": "u1", "messageId": "before"})]).await;
+    store.fail_next_sync();
+    let batch = |id: &str| IngestBatch { source_id: src, messages: vec![msg(json!({"type": "track", "event": "X", "userId": "u1", "messageId": id}))], rejected: vec![] };
+    assert!(matches!(store.ingest(batch("lost")).await, Err(StoreError::SyncFailed)), "the batch whose fsync failed is not acknowledged");
+    assert!(matches!(store.ingest(batch("later")).await, Err(StoreError::SyncFailed)), "later writes are refused");
+    assert!(matches!(store.ping().await, Err(StoreError::SyncFailed)), "health reports it");
+    assert!(matches!(store.unmerge(ProfileId(1), None, "t".into()).await, Err(StoreError::SyncFailed)));
+    // Reads still work. The batch whose fsync failed was committed but never acknowledged
+    // (its client got an error and will retry after a restart, when deduplication decides);
+    // nothing after it was written.
+    assert_eq!(store.totals().await.unwrap().events, 2);
+    let id = by(&store, IdKind::UserId, "u1").await[0].id;
+    let page = store.profile_events(id, 10, None).await.unwrap();
+    assert!(page.events.iter().all(|e| !e.body.get().contains("\"later\"")));
+}

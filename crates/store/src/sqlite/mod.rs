@@ -148,6 +148,15 @@ fn lower_priority() {
     }
 }
 
+/// Shared with the syncer.
+#[derive(Default)]
+pub(crate) struct SyncState {
+    /// Set when an fsync failed: writes are refused from then on.
+    pub(crate) failed: std::sync::atomic::AtomicBool,
+    /// Tests only: the next fsync reports an error.
+    pub(crate) inject_failure: std::sync::atomic::AtomicBool,
+}
+
 /// Holds the writer while alive (tests only).
 pub struct WriterHold {
     gate: Arc<(Mutex<bool>, Condvar)>,
@@ -175,6 +184,7 @@ struct Inner {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     idle_readers: Mutex<Vec<Connection>>,
     gate: Arc<(Mutex<bool>, Condvar)>,
+    sync_failed: Arc<SyncState>,
 }
 
 #[derive(Clone)]
@@ -191,11 +201,12 @@ impl Sqlite {
         let (tx, rx) = mpsc::channel();
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let writer_gate = gate.clone();
+        let sync_failed = Arc::new(SyncState::default());
         std::thread::Builder::new()
             .name("confidant-writer".into())
             .spawn({
-                let path = path.to_owned();
-                move || writer::run(conn, rx, options, writer_gate, path)
+                let (path, sync_failed) = (path.to_owned(), sync_failed.clone());
+                move || writer::run(conn, rx, options, writer_gate, path, sync_failed)
             })
             .map_err(|e| StoreError::Open(e.to_string()))?;
         let checkpointer = spawn_checkpointer(path)?;
@@ -206,6 +217,7 @@ impl Sqlite {
                 jobs: Mutex::new(Some(tx)),
                 idle_readers: Mutex::new(Vec::new()),
                 gate,
+                sync_failed,
             }),
         })
     }
@@ -277,11 +289,18 @@ impl Sqlite {
     }
 
     pub(crate) async fn ping(&self) -> Result<()> {
+        if self.inner.sync_failed.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError::SyncFailed);
+        }
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
     pub(crate) async fn totals(&self) -> Result<Totals> {
         self.read(read::totals).await
+    }
+
+    pub(crate) fn fail_next_sync(&self) {
+        self.inner.sync_failed.inject_failure.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn hold_writer(&self) -> WriterHold {

@@ -3,7 +3,7 @@
 //! savepoint so that one failing job does not sink the others.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 use confidant_core::identity::{plan, Candidate, IdentityRules, RootFacts};
@@ -127,9 +127,9 @@ pub(super) fn run(
     options: SqliteOptions,
     gate: Arc<(Mutex<bool>, Condvar)>,
     db_path: std::path::PathBuf,
+    sync_failed: Arc<super::SyncState>,
 ) {
     let mut closing: Option<oneshot::Sender<()>> = None;
-    let sync_failed = Arc::new(AtomicBool::new(false));
     let syncer = match spawn_syncer(db_path, sync_failed.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -171,7 +171,7 @@ pub(super) fn run(
                 held = cv.wait(held).unwrap_or_else(|e| e.into_inner());
             }
         }
-        if sync_failed.load(Ordering::Relaxed) {
+        if sync_failed.failed.load(Ordering::Relaxed) {
             refuse(jobs, &mut closing);
             continue;
         }
@@ -243,7 +243,7 @@ enum Synced {
 /// for an fsync made after its original's commit. If an fsync fails, what the OS still holds
 /// can no longer be trusted: those groups get an error and the store refuses every later
 /// write (as PostgreSQL does), until a restart recovers from the WAL on disk.
-fn spawn_syncer(db_path: std::path::PathBuf, failed: Arc<AtomicBool>) -> std::io::Result<mpsc::Sender<Synced>> {
+fn spawn_syncer(db_path: std::path::PathBuf, state: Arc<super::SyncState>) -> std::io::Result<mpsc::Sender<Synced>> {
     let (tx, rx) = mpsc::channel::<Synced>();
     let wal_path = std::path::PathBuf::from(format!("{}-wal", db_path.display()));
     std::thread::Builder::new().name("confidant-sync".into()).spawn(move || {
@@ -252,12 +252,16 @@ fn spawn_syncer(db_path: std::path::PathBuf, failed: Arc<AtomicBool>) -> std::io
             let mut items = vec![first];
             items.extend(rx.try_iter());
             let started = std::time::Instant::now();
-            let result = sync(&mut wal, &wal_path, &db_path);
+            let result = if state.inject_failure.swap(false, Ordering::Relaxed) {
+                Err(std::io::Error::other("injected fsync failure"))
+            } else {
+                sync(&mut wal, &wal_path, &db_path)
+            };
             if started.elapsed() > std::time::Duration::from_millis(20) {
                 tracing::debug!(groups = items.len(), fsync_ms = started.elapsed().as_millis() as u64, "slow fsync");
             }
             if let Err(e) = &result {
-                failed.store(true, Ordering::Relaxed);
+                state.failed.store(true, Ordering::Relaxed);
                 tracing::error!(error = %e, "fsync failed: refusing writes until restart");
             }
             for item in items {
@@ -409,7 +413,7 @@ fn apply_ingest(conn: &Connection, batch: &IngestBatch, rules: &IdentityRules, c
     let mut report = IngestReport { duplicate_flags: Vec::with_capacity(batch.messages.len()), ..Default::default() };
     let mut exists = conn.prepare_cached("SELECT 1 FROM events WHERE source_id = ?1 AND message_id = ?2")?;
     for msg in &batch.messages {
-        let dup = exists.exists(params![batch.source_id, msg.message_id])?;
+        let dup = exists.exists(params![batch.source_id, msg.envelope.message_id])?;
         report.duplicate_flags.push(dup);
         if dup {
             report.duplicates += 1;
@@ -504,11 +508,11 @@ fn apply_message(
     now: i64,
     report: &mut IngestReport,
 ) -> Result<()> {
-    let mut candidates = Vec::with_capacity(msg.identifiers.len() + 1);
-    for id in &msg.identifiers {
+    let mut candidates = Vec::with_capacity(msg.envelope.identifiers.len() + 1);
+    for id in &msg.envelope.identifiers {
         candidates.push(Candidate { identifier: id.clone(), owner: owner_root(conn, cache, id.kind, &id.value)?.map(ProfileId) });
     }
-    if let Some(prev) = &msg.previous_id {
+    if let Some(prev) = &msg.envelope.previous_id {
         // The aliased id may be an earlier user id or an anonymous id.
         let as_user = owner_root(conn, cache, IdKind::UserId, prev)?;
         let cand = match as_user {
@@ -539,22 +543,22 @@ fn apply_message(
             Some(t) => t.0,
             None => {
                 report.profiles_created += 1;
-                let id = new_profile(conn, msg.timestamp)?;
+                let id = new_profile(conn, msg.envelope.timestamp)?;
                 cache.remember_root(id, id);
                 id
             }
         };
         for m in &plan.merges {
-            let rule = if msg.kind == MessageType::Alias { "alias".to_owned() } else { format!("shared_{}", m.evidence.kind.as_str()) };
+            let rule = if msg.envelope.kind == MessageType::Alias { "alias".to_owned() } else { format!("shared_{}", m.evidence.kind.as_str()) };
             let evidence = serde_json::json!({
                 "identifier_kind": m.evidence.kind.as_str(),
                 "identifier": m.evidence.value,
-                "message_type": msg.kind.as_str(),
+                "message_type": msg.envelope.kind.as_str(),
             });
             conn.prepare_cached(
                 "INSERT INTO merges(at, into_profile, from_profile, rule, evidence, source_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![now, target, m.from.0, rule, evidence.to_string(), source_id, msg.message_id])?;
+            .execute(params![now, target, m.from.0, rule, evidence.to_string(), source_id, msg.envelope.message_id])?;
             let merge_id = conn.last_insert_rowid();
             conn.prepare_cached("UPDATE profiles SET merged_into = ?1, merge_id = ?2 WHERE id = ?3")?.execute(params![target, merge_id, m.from.0])?;
             cache.merged(m.from.0, target);
@@ -564,10 +568,10 @@ fn apply_message(
             conn.prepare_cached(
                 "INSERT INTO identity_conflicts(at, profile_id, other_id, kind, reason, source_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![now, target, c.other.map(|p| p.0), kind_code(c.identifier.kind), c.reason.code(), source_id, msg.message_id])?;
+            .execute(params![now, target, c.other.map(|p| p.0), kind_code(c.identifier.kind), c.reason.code(), source_id, msg.envelope.message_id])?;
             report.conflicts += 1;
         }
-        attach(conn, target, &plan.attach, source_id, &msg.message_id, now)?;
+        attach(conn, target, &plan.attach, source_id, &msg.envelope.message_id, now)?;
         for id in &plan.attach {
             cache.remember_owner(id.kind, &id.value, target);
         }
@@ -577,7 +581,7 @@ fn apply_message(
     conn.prepare_cached(
         "INSERT INTO events(source_id, message_id, profile_id, type, event, ts, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![source_id, msg.message_id, target, msg.kind.as_str(), msg.event, msg.timestamp, msg.received_at, msg.body])?;
+    .execute(params![source_id, msg.envelope.message_id, target, msg.envelope.kind.as_str(), msg.envelope.event, msg.envelope.timestamp, msg.envelope.received_at, msg.body])?;
 
     if !msg.traits.is_empty() {
         let mut upsert = conn.prepare_cached(
@@ -587,7 +591,7 @@ fn apply_message(
              WHERE excluded.ts >= traits.ts",
         )?;
         for (key, value) in &msg.traits {
-            upsert.execute(params![target, key, value, msg.timestamp, source_id, msg.message_id])?;
+            upsert.execute(params![target, key, value, msg.envelope.timestamp, source_id, msg.envelope.message_id])?;
         }
     }
     Ok(())
