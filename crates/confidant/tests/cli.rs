@@ -113,7 +113,7 @@ fn the_demo_loads_a_shop_with_merged_profiles() {
     };
     let (events, profiles, merges) = stored(&err);
     assert!(events > 1000, "{err}");
-    assert!(profiles >= 90 && profiles < 150, "{err}");
+    assert!((90..150).contains(&profiles), "{err}");
     assert!(merges > 20, "{err}");
     // Same seed again: every message is a duplicate, nothing is added.
     let again = run();

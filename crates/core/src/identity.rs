@@ -208,8 +208,8 @@ pub fn plan(
                 match reason {
                     Some(reason) => conflicts.push(Conflict { identifier: id.clone(), other: Some(root), reason }),
                     None => {
-                        for i in 0..4 {
-                            counts[i] += facts.counts[i];
+                        for (c, f) in counts.iter_mut().zip(facts.counts) {
+                            *c += f;
                         }
                         user_ids.extend(facts.user_ids.iter().map(String::as_str));
                         group.push((root, id.clone()));

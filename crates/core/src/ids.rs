@@ -134,7 +134,7 @@ impl IdKind {
             IdKind::AnonymousId => "anonymous_id",
         }
     }
-    pub fn from_str(s: &str) -> Option<IdKind> {
+    pub fn from_name(s: &str) -> Option<IdKind> {
         IdKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }

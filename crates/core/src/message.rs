@@ -37,7 +37,7 @@ impl MessageType {
             MessageType::Alias => "alias",
         }
     }
-    pub fn from_str(s: &str) -> Option<MessageType> {
+    pub fn from_name(s: &str) -> Option<MessageType> {
         MessageType::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
@@ -227,7 +227,7 @@ fn parse_value(value: Value, raw: &str, ctx: &ParseContext<'_>) -> Result<Parsed
     let kind = match ctx.endpoint_type {
         Some(t) => t,
         None => match body.get("type") {
-            Some(Value::String(s)) => MessageType::from_str(s)
+            Some(Value::String(s)) => MessageType::from_name(s)
                 .ok_or_else(|| Rejection::new(RejectReason::UnknownType, "type must be one of track, identify, page, screen, group, alias"))?,
             Some(_) => return Err(Rejection::new(RejectReason::UnknownType, "type must be a string")),
             None => return Err(Rejection::new(RejectReason::UnknownType, "type is missing")),

@@ -25,7 +25,7 @@ pub(crate) fn routes() -> Router<App> {
     for t in MessageType::ALL {
         let short = &t.as_str()[..1];
         let handler = move |state: State<App>, headers: HeaderMap, body: Body| single(state, headers, body, t);
-        r = r.route(&format!("/v1/{}", t.as_str()), post(handler.clone())).route(&format!("/v1/{short}"), post(handler));
+        r = r.route(&format!("/v1/{}", t.as_str()), post(handler)).route(&format!("/v1/{short}"), post(handler));
     }
     let cors = CorsLayer::new()
         .allow_origin(Any)
