@@ -194,10 +194,12 @@ pub(super) fn run(
             // A passive checkpoint never waits. While nothing is appended it can copy back
             // every frame; the next write transaction then starts the log from its beginning.
             // If the checkpointer is busy, try again after the next group.
+            let started = std::time::Instant::now();
             let done = conn
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
                 .map(|(busy, log, copied)| busy == 0 && log == copied)
                 .unwrap_or(false);
+            tracing::debug!(done, ms = started.elapsed().as_millis() as u64, "writer checkpoint");
             if done {
                 wal_frames.store(0, Ordering::Relaxed);
             }
