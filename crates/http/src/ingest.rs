@@ -122,9 +122,13 @@ struct BatchEnvelope<'a> {
 
 async fn batch(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let received_at = now_millis();
+    let started = std::time::Instant::now();
     let header_key = basic_write_key(&headers)?;
     let limits = &app.config().ingest;
     let bytes = read_body(&headers, body, limits.max_batch_bytes).await?;
+    if started.elapsed() > std::time::Duration::from_millis(20) {
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "slow body read");
+    }
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::Malformed("the body is not UTF-8".into()))?;
     let envelope: BatchEnvelope<'_> = match serde_json::from_str(text) {
         Ok(e) => e,

@@ -44,6 +44,7 @@ impl App {
     /// Fails whole only when the queue is full (nothing stored) or the store fails.
     pub async fn ingest(&self, req: IngestRequest<'_>) -> Result<IngestOutcome, ServiceError> {
         let inner = &self.inner;
+        let parse_started = Instant::now();
         let ctx = ParseContext {
             received_at: req.received_at,
             batch_sent_at: req.batch_sent_at,
@@ -87,6 +88,14 @@ impl App {
                 ServiceError::from(e)
             })?;
         inner.metrics.committed(report.stored, report.duplicates, started.elapsed());
+        if parse_started.elapsed() > std::time::Duration::from_millis(50) {
+            tracing::debug!(
+                messages = n,
+                parse_ms = (started - parse_started).as_millis() as u64,
+                commit_ms = started.elapsed().as_millis() as u64,
+                "slow ingestion"
+            );
+        }
         Ok(IngestOutcome { accepted: n, duplicates: report.duplicates, rejected })
     }
 }

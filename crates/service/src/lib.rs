@@ -126,6 +126,10 @@ impl App {
         for k in &config.api_keys {
             api_keys.insert(digest(&k.key), Principal { name: k.name.clone(), role: k.role });
         }
+        // Phone metadata is loaded on first use, which takes about 100 ms: pay it now rather
+        // than in the first request that carries a phone number (and every request queued
+        // behind it on the same worker).
+        let _ = confidant_core::ids::Phone::parse("+33612345678", &config.ingest.default_region);
         let queue = Arc::new(Semaphore::new(config.ingest.queue_capacity));
         let metrics = metrics::Metrics::new(queue.clone(), config.ingest.queue_capacity);
         Ok(App {
