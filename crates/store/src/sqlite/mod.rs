@@ -82,7 +82,7 @@ fn configure(conn: &Connection, writer: bool) -> Result<()> {
         // NORMAL: a commit writes its WAL frames without fsync; the syncer thread fsyncs the
         // WAL before any commit is acknowledged (see `writer::spawn_syncer`). Checkpoints are
         // left to the checkpointer thread, so the writer never stalls copying the WAL back.
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;")?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 268435456;")?;
     } else {
         conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -16384;")?;
     }
