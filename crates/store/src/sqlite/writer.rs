@@ -30,13 +30,12 @@ impl Done {
         }
     }
 
-    /// Answers the caller; when the commit failed, every job of the transaction fails.
-    fn answer(self, commit_error: Option<&str>) {
-        let fail = |e: &str| StoreError::Conflict(format!("commit failed: {e}"));
+    /// Answers the caller with the job's own result (once its commit is durable).
+    fn answer(self) {
         match self {
-            Done::Ingest(tx, r) => drop(tx.send(commit_error.map_or(r, |e| Err(fail(e))))),
-            Done::Sources(tx, r) => drop(tx.send(commit_error.map_or(r, |e| Err(fail(e))))),
-            Done::Unmerge(tx, r) => drop(tx.send(commit_error.map_or(r, |e| Err(fail(e))))),
+            Done::Ingest(tx, r) => drop(tx.send(r)),
+            Done::Sources(tx, r) => drop(tx.send(r)),
+            Done::Unmerge(tx, r) => drop(tx.send(r)),
         }
     }
 }
@@ -138,7 +137,7 @@ pub(super) fn run(
         Err(e) => {
             tracing::error!(error = %e, "cannot start the syncer; refusing writes");
             while let Ok(job) = rx.recv() {
-                refuse(vec![job], &mut closing);
+                fail_jobs(vec![job], &mut closing, || StoreError::SyncFailed);
                 if let Some(c) = closing.take() {
                     let _ = c.send(());
                     return;
@@ -175,7 +174,7 @@ pub(super) fn run(
             }
         }
         if sync_failed.failed.load(Ordering::Relaxed) {
-            refuse(jobs, &mut closing);
+            fail_jobs(jobs, &mut closing, || StoreError::SyncFailed);
             continue;
         }
         let started = std::time::Instant::now();
@@ -186,7 +185,7 @@ pub(super) fn run(
         }
         match committed.commit_error {
             // Nothing to make durable: answer at once.
-            Some(e) => committed.done.into_iter().for_each(|d| d.answer(Some(&e))),
+            Some(e) => committed.done.into_iter().for_each(|d| d.fail(StoreError::Conflict(format!("commit failed: {e}")))),
             None => {
                 if syncer.send(Synced::Group(committed.done)).is_err() {
                     tracing::error!("the syncer thread is gone");
@@ -218,9 +217,8 @@ pub(super) fn run(
     }
 }
 
-/// Answers jobs with an error without touching the database (after a failed fsync).
-fn refuse(jobs: Vec<Job>, closing: &mut Option<oneshot::Sender<()>>) {
-    let err = || StoreError::SyncFailed;
+/// Answers jobs with an error without touching the database; a close request is kept.
+fn fail_jobs(jobs: Vec<Job>, closing: &mut Option<oneshot::Sender<()>>, err: impl Fn() -> StoreError) {
     for job in jobs {
         match job {
             Job::Ingest(_, r) => drop(r.send(Err(err()))),
@@ -271,7 +269,7 @@ fn spawn_syncer(db_path: std::path::PathBuf, state: Arc<super::SyncState>) -> st
             }
             for item in items {
                 match item {
-                    Synced::Group(done) if result.is_ok() => done.into_iter().for_each(|d| d.answer(None)),
+                    Synced::Group(done) if result.is_ok() => done.into_iter().for_each(Done::answer),
                     Synced::Group(done) => done.into_iter().for_each(|d| d.fail(StoreError::SyncFailed)),
                     Synced::Closed(c) => drop(c.send(())),
                 }
@@ -318,14 +316,7 @@ fn commit_group(
         Err(e) => {
             tracing::error!(error = %e, "cannot begin a write transaction");
             let msg = e.to_string();
-            for job in jobs {
-                match job {
-                    Job::Ingest(_, r) => Done::Ingest(r, Ok(IngestReport::default())).answer(Some(&msg)),
-                    Job::EnsureSources(_, r) => Done::Sources(r, Ok(Vec::new())).answer(Some(&msg)),
-                    Job::Unmerge { reply, .. } => Done::Unmerge(reply, Err(StoreError::ShuttingDown)).answer(Some(&msg)),
-                    Job::Close(c) => *closing = Some(c),
-                }
-            }
+            fail_jobs(jobs, closing, || StoreError::Conflict(format!("cannot begin a write transaction: {msg}")));
             return Committed { done: Vec::new(), commit_error: None, applied: started.elapsed() };
         }
     };
