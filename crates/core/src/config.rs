@@ -52,6 +52,26 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub identity: IdentityConfig,
     pub log: LogConfig,
+    /// Purposes, data categories and the tracking plan. Default: a typical shop
+    /// ([`crate::privacy::DEFAULT_TOML`]); a `[privacy]` table is merged over it.
+    pub privacy: crate::privacy::PrivacyConfig,
+    pub security: SecurityConfig,
+    pub jobs: JobsConfig,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecurityConfig {
+    /// The master key (32 bytes, hex) that wraps every subject's key, as a file. Default
+    /// `<data_dir>/master.key`, created (mode 0600) on first start. In production keep it
+    /// outside the data directory, so that a copy of the data alone cannot be read.
+    /// `CONFIDANT_MASTER_KEY` (64 hex digits) takes precedence over the file.
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobsConfig {
+    /// Hours between two retention runs inside `serve`. Default 24; 0 turns the job off.
+    pub retention_interval_hours: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -164,6 +184,9 @@ impl Default for Config {
                 max_anonymous_ids: IdLimits::default().anonymous_ids,
             },
             log: LogConfig { level: "info".into(), format: LogFormat::Text },
+            privacy: crate::privacy::decode(None).expect("the default privacy configuration is valid"),
+            security: SecurityConfig { master_key_file: None },
+            jobs: JobsConfig { retention_interval_hours: 24 },
         }
     }
 }
@@ -498,6 +521,30 @@ impl Decoder {
             c.log.format = f;
         }
         self.finish(log, "log");
+
+        let mut security = self.table(&mut root, "", "security");
+        if let Some(f) = self.take::<String>(&mut security, "security", "master_key_file") {
+            c.security.master_key_file = Some(PathBuf::from(f));
+        }
+        self.finish(security, "security");
+        let mut jobs = self.table(&mut root, "", "jobs");
+        if let Some(h) = self.take::<u64>(&mut jobs, "jobs", "retention_interval_hours") {
+            c.jobs.retention_interval_hours = h;
+        }
+        self.finish(jobs, "jobs");
+
+        let privacy = match root.remove("privacy") {
+            None => None,
+            Some(toml::Value::Table(t)) => Some(t),
+            Some(_) => {
+                self.problem("privacy", "must be a table");
+                None
+            }
+        };
+        match crate::privacy::decode(privacy) {
+            Ok(p) => c.privacy = p,
+            Err(problems) => self.problems.extend(problems),
+        }
 
         self.finish(root, "");
         self.check_keys(&c);

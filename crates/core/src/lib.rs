@@ -6,6 +6,8 @@
 //! - [`message`]: a Segment-spec message, validated into a [`message::ParsedMessage`].
 //! - [`identity`]: merge protection and the pure planning of identity stitching.
 //! - [`config`]: the typed configuration, decoded with every problem reported at once.
+//! - [`privacy`]: purposes, categories, the tracking plan; minimisation and lawfulness.
+//! - [`audit`]: the hash chain shared by the audit log and the consent ledger.
 //!
 //! This crate does no IO: no files, no sockets, no clock reads except where a caller passes
 //! "now" in. It knows nothing of SQL, HTTP or the command line.
@@ -14,4 +16,6 @@ pub mod config;
 pub mod identity;
 pub mod ids;
 pub mod message;
+pub mod privacy;
+pub mod audit;
 pub mod time;

@@ -60,10 +60,19 @@ pub enum RejectReason {
     InvalidTimestamp,
     InvalidEmail,
     InvalidPhone,
+    /// A track event the tracking plan does not declare.
+    UndeclaredEvent,
+    /// The event's data serves no purpose that is lawful for the subject now.
+    NoLegalBasis,
+    /// Special-category data (Art. 9) without a purpose that declares an Art. 9 basis and the
+    /// subject's explicit consent.
+    SpecialCategory,
+    /// The subject was erased and asked that nothing more be collected about them.
+    Suppressed,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::NotAnObject,
         RejectReason::MessageTooLarge,
         RejectReason::TooDeep,
@@ -78,6 +87,10 @@ impl RejectReason {
         RejectReason::InvalidTimestamp,
         RejectReason::InvalidEmail,
         RejectReason::InvalidPhone,
+        RejectReason::UndeclaredEvent,
+        RejectReason::NoLegalBasis,
+        RejectReason::SpecialCategory,
+        RejectReason::Suppressed,
     ];
     pub fn code(self) -> &'static str {
         match self {
@@ -95,6 +108,10 @@ impl RejectReason {
             RejectReason::InvalidTimestamp => "invalid_timestamp",
             RejectReason::InvalidEmail => "invalid_email",
             RejectReason::InvalidPhone => "invalid_phone",
+            RejectReason::UndeclaredEvent => "undeclared_event",
+            RejectReason::NoLegalBasis => "no_legal_basis",
+            RejectReason::SpecialCategory => "special_category",
+            RejectReason::Suppressed => "suppressed",
         }
     }
 }
@@ -107,7 +124,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
         Rejection { reason, detail: detail.into() }
     }
 }
