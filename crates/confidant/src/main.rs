@@ -3,13 +3,15 @@
 
 mod credentials;
 mod demo;
+mod rights;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use confidant_core::config::{self, Config, LogFormat};
-use confidant_service::{AdmitAll, App};
+use confidant_service::keys::MasterKey;
+use confidant_service::App;
 use confidant_store::{SqliteOptions, Store};
 
 #[derive(Parser)]
@@ -40,6 +42,19 @@ enum Command {
     Serve,
     /// Generate a realistic shop from a fixed seed, send it through the ingestion API, then serve.
     Demo(demo::DemoArgs),
+    /// The rights desk: export, erase, rectify, restrict, object.
+    #[command(subcommand)]
+    Dsr(rights::DsrCommand),
+    /// Prove an erasure: scan every file under the data directory for the subject's data.
+    VerifyErasure(rights::VerifyErasureArgs),
+    /// Retention: delete what may no longer be kept.
+    #[command(subcommand)]
+    Retention(rights::RetentionCommand),
+    /// The register of processing activities (Art. 30), from the configuration and live counts.
+    Ropa(rights::RopaArgs),
+    /// The audit log and the consent ledger: verify their hash chains, list entries.
+    #[command(subcommand)]
+    Audit(rights::AuditCommand),
 }
 
 /// Loads the configuration: file, then `CONFIDANT_*` variables, then command-line flags.
@@ -95,9 +110,30 @@ fn init_logging(config: &Config) {
 pub(crate) async fn open_app(config: Config) -> Result<App> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let db = config.data_dir.join("confidant.db");
+    let key = MasterKey::load(&config)?;
     let options = SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules() };
     let store = tokio::task::spawn_blocking(move || Store::open_sqlite(&db, options)).await?.context("cannot open the database")?;
-    Ok(App::new(config, store, Box::new(AdmitAll)).await?)
+    Ok(App::new(config, store, key).await?)
+}
+
+/// The daily retention job of `serve` (`jobs.retention_interval_hours`; 0 turns it off). The
+/// first run comes one interval after start, so a restart loop cannot hammer the database.
+pub(crate) fn spawn_retention(app: &App) {
+    let hours = app.config().jobs.retention_interval_hours;
+    if hours == 0 {
+        return;
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        let every = std::time::Duration::from_secs(hours * 3600);
+        loop {
+            tokio::time::sleep(every).await;
+            match app.retention_run(false, "retention").await {
+                Ok(r) => tracing::info!(erased = r.subjects_erased, events = r.events_deleted, "retention run"),
+                Err(e) => tracing::error!(error = %e, "retention run failed"),
+            }
+        }
+    });
 }
 
 pub(crate) async fn shutdown_signal() {
@@ -123,19 +159,27 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let default_dir = match cli.command {
         Command::Demo(_) => Some("./demo-data"),
-        Command::Serve => None,
+        _ => None,
     };
     let mut config = load_config(&cli.global, default_dir)?;
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Command::VerifyErasure(args) = cli.command {
+        // Reads files only: opening the store would write to the directory it inspects.
+        return rights::verify_erasure(&config, args);
+    }
     runtime.block_on(async move {
-        let generated = credentials::ensure(&mut config)?;
+        let generated = match cli.command {
+            Command::Serve | Command::Demo(_) => credentials::ensure(&mut config)?,
+            _ => None,
+        };
         match cli.command {
             Command::Serve => {
                 if let Some(g) = &generated {
                     credentials::announce(g, &config);
                 }
                 let app = open_app(config).await?;
+                spawn_retention(&app);
                 let server = confidant_http::Server::bind(app.clone()).await.context("cannot listen")?;
                 eprintln!("confidant listening on http://{}", server.local_addr());
                 tracing::info!(addr = %server.local_addr(), "listening");
@@ -143,6 +187,11 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Demo(args) => demo::run(config, generated, args).await,
+            Command::Dsr(cmd) => rights::dsr(config, cmd).await,
+            Command::Retention(cmd) => rights::retention(config, cmd).await,
+            Command::Ropa(args) => rights::ropa(config, args).await,
+            Command::Audit(cmd) => rights::audit(config, cmd).await,
+            Command::VerifyErasure(_) => unreachable!("handled above"),
         }
     })
 }

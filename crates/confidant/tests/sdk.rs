@@ -19,7 +19,9 @@ async fn official_sdks_deliver_every_event_once_and_anonymous_history_merges() {
     assert!(ok, "the SDKs are not installed: pip install -r tests/sdk/requirements.txt (.ci/run does this)");
 
     let dir = tempfile::tempdir().unwrap();
-    let server = common::serve(&common::write_config(dir.path(), ""));
+    // The shop declares its own event in the tracking plan, as every shop does.
+    let plan = "[privacy.plan.events.\"Page Scrolled\"]\ncategory = \"user.behavior.browsing_history\"\nproperties = { depth = \"inherit\" }\n";
+    let server = common::serve(&common::write_config(dir.path(), plan));
     let base = server.base.clone();
     let out = tokio::task::spawn_blocking({
         let base = base.clone();

@@ -25,6 +25,17 @@ pub fn salted_digest(salt: &[u8], content: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// A keyed hash of an identifier (HMAC-SHA256), for tombstones: it lets an erasure be
+/// re-applied and collection be refused without keeping the identifier.
+pub fn identifier_hash(key: &[u8; 32], kind: crate::ids::IdKind, value: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(kind.as_str().as_bytes());
+    mac.update(&[0]);
+    mac.update(value.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
 pub fn link(prev: &[u8; 32], seq: i64, digest: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);

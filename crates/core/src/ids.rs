@@ -17,6 +17,10 @@ pub enum IdError {
     InvalidPhone,
     #[error("not a valid profile id")]
     InvalidProfileId,
+    #[error("an identifier is written kind:value, with kind one of email, phone, user_id, anonymous_id")]
+    UnknownIdentifierForm,
+    #[error("the identifier's value is empty or longer than 1024 characters")]
+    InvalidIdentifierValue,
 }
 
 impl Email {
@@ -150,6 +154,22 @@ impl Identifier {
     pub fn new(kind: IdKind, value: impl Into<String>) -> Identifier {
         Identifier { kind, value: value.into() }
     }
+    /// Parses `email:ADDR`, `phone:NUMBER`, `user_id:ID` or `anonymous_id:ID` (as the rights
+    /// desk takes them), normalised as ingestion normalises.
+    pub fn parse_tagged(s: &str, default_region: &str) -> Result<Identifier, IdError> {
+        let (kind, value) = s.split_once(':').ok_or(IdError::UnknownIdentifierForm)?;
+        let kind = IdKind::from_name(kind.trim()).ok_or(IdError::UnknownIdentifierForm)?;
+        let value = value.trim();
+        if value.is_empty() || value.len() > 1024 {
+            return Err(IdError::InvalidIdentifierValue);
+        }
+        Ok(match kind {
+            IdKind::Email => Identifier::email(&Email::parse(value)?),
+            IdKind::Phone => Identifier::phone(&Phone::parse(value, default_region)?),
+            k => Identifier::new(k, value),
+        })
+    }
+
     pub fn email(e: &Email) -> Identifier {
         Identifier::new(IdKind::Email, e.as_str())
     }

@@ -164,6 +164,8 @@ pub struct Envelope {
     pub identifiers: Vec<Identifier>,
     /// `alias`: the id being aliased; it may be a user id or an anonymous id.
     pub previous_id: Option<String>,
+    /// The event's data category, set by the privacy gate from the tracking plan.
+    pub category: Option<String>,
 }
 
 /// A valid message, ready for the privacy gate and the store.
@@ -380,7 +382,7 @@ fn parse_value(value: Value, raw: &str, ctx: &ParseContext<'_>) -> Result<Parsed
     body.insert("timestamp".into(), Value::String(format_millis(timestamp)));
 
     Ok(ParsedMessage {
-        envelope: Envelope { kind, message_id, event, timestamp, received_at: ctx.received_at, identifiers, previous_id },
+        envelope: Envelope { kind, message_id, event, timestamp, received_at: ctx.received_at, identifiers, previous_id, category: None },
         traits,
         body,
     })

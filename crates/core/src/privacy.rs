@@ -426,6 +426,19 @@ impl SubjectState {
     }
 }
 
+/// See [`Policy::retention_for`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionDecision {
+    pub subject_days: Option<u32>,
+    pub categories: BTreeMap<String, Option<u32>>,
+}
+
+/// Categories whose data points straight at a person: analysts never see them.
+pub fn is_direct_identifier(category: &str) -> bool {
+    category.starts_with("user.contact")
+        || matches!(category, "user.name" | "user.unique_id" | "user.device.ip_address" | "user.device.cookie_id" | "user.demographic.date_of_birth" | "user.account")
+}
+
 /// What a lawfulness check is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Use {
@@ -624,6 +637,29 @@ impl Policy {
     /// Is data of this category storable now?
     pub fn category_lawful(&self, category: &str, lawful: u64) -> bool {
         self.category_mask.get(category).is_some_and(|m| m & lawful != 0)
+    }
+
+    /// How long a subject's data may be kept, from their decisions: the whole subject until
+    /// inactive for the longest retention of a lawful purpose; per event category, events older
+    /// than the longest collection-based retention of the lawful purposes covering it (kept
+    /// with the subject when one of those counts from last activity; all deleted when none is
+    /// lawful any more).
+    pub fn retention_for(&self, state: &SubjectState) -> RetentionDecision {
+        let lawful = self.lawful_mask(state, Use::Store);
+        let lawful_purposes = || self.config.purposes.iter().enumerate().filter(move |(i, _)| lawful & (1 << i) != 0).map(|(_, p)| p);
+        let subject_days = lawful_purposes().map(|p| p.retention.days).max();
+        let mut categories = BTreeMap::new();
+        for cat in &self.config.categories {
+            let covering = self.category_mask.get(&cat.key).copied().unwrap_or(0);
+            let live: Vec<&Purpose> =
+                self.config.purposes.iter().enumerate().filter(|(i, _)| covering & lawful & (1 << i) != 0).map(|(_, p)| p).collect();
+            if live.is_empty() {
+                categories.insert(cat.key.clone(), None);
+            } else if live.iter().all(|p| p.retention.from == RetentionFrom::Collection) {
+                categories.insert(cat.key.clone(), live.iter().map(|p| p.retention.days).max());
+            }
+        }
+        RetentionDecision { subject_days, categories }
     }
 
     /// Minimisation at the door: drops every field the plan does not declare or that no
@@ -915,6 +951,26 @@ mod tests {
         state.restricted = true;
         assert!(!p.is_lawful("account", &state, Use::Process));
         assert!(p.is_lawful("account", &state, Use::Store));
+    }
+
+    #[test]
+    fn retention_follows_the_lawful_purposes() {
+        let p = Policy::default_shop();
+        let mut s = SubjectState::default();
+        let d = p.retention_for(&s);
+        // Account and orders (contract) keep the subject three years after last activity.
+        assert_eq!(d.subject_days, Some(1095));
+        // Search history is analytics only (collection-based): 760 days.
+        assert_eq!(d.categories.get("user.behavior.search_history"), Some(&Some(760)));
+        // Browsing: analytics only without consent to recommendations: 760 days...
+        assert_eq!(d.categories.get("user.behavior.browsing_history"), Some(&Some(760)));
+        // ...kept with the subject once recommendations (last activity) are consented to.
+        s.apply("personalisation.recommendations", "", true, 1);
+        assert_eq!(p.retention_for(&s).categories.get("user.behavior.browsing_history"), None);
+        // Objecting to analytics with nothing else lawful: search history goes at once.
+        let mut o = SubjectState::default();
+        o.apply("analytics", "", false, 1);
+        assert_eq!(p.retention_for(&o).categories.get("user.behavior.search_history"), Some(&None));
     }
 
     #[test]

@@ -16,6 +16,12 @@ use crate::error::ApiError;
 
 /// Roles that may read and correct whole profiles.
 const PROFILE_ROLES: &[Role] = &[Role::Admin, Role::Dpo];
+/// Roles that may read a profile by its pseudonymous id; analysts get it pseudonymised.
+const READ_ROLES: &[Role] = &[Role::Admin, Role::Dpo, Role::Analyst];
+
+fn actor(p: &Principal) -> String {
+    format!("{}:{}", p.role.as_str(), p.name)
+}
 
 pub(crate) fn routes() -> Router<App> {
     Router::new()
@@ -27,7 +33,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/api/profiles/{id}/unmerge", post(unmerge))
 }
 
-fn authorise(app: &App, headers: &HeaderMap, roles: &[Role]) -> Result<Principal, ApiError> {
+pub(crate) fn authorise(app: &App, headers: &HeaderMap, roles: &[Role]) -> Result<Principal, ApiError> {
     let key = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
         let (scheme, rest) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
@@ -38,7 +44,7 @@ fn authorise(app: &App, headers: &HeaderMap, roles: &[Role]) -> Result<Principal
     Ok(app.authorise(key, roles)?)
 }
 
-fn parse_id(raw: &str) -> Result<ProfileId, ApiError> {
+pub(crate) fn parse_id(raw: &str) -> Result<ProfileId, ApiError> {
     ProfileId::parse(raw).map_err(|_| ApiError::BadRequest { code: "invalid_profile_id", message: "a profile id is 16 hexadecimal digits".into() })
 }
 
@@ -111,15 +117,20 @@ async fn find_profiles(State(app): State<App>, headers: HeaderMap, Query(q): Que
         return Err(ApiError::BadRequest { code: "invalid_query", message: "give exactly one of email, user_id, anonymous_id, phone".into() });
     };
     let profiles = app.find_profiles(*kind, value).await?;
+    for p in &profiles {
+        app.audit(&actor(&who), "profile.search", Some(p.id), json!({"by": kind.as_str()})).await?;
+    }
     tracing::info!(actor = %who.name, by = kind.as_str(), found = profiles.len(), "profile lookup");
     Ok(Json(json!({"profiles": profiles.iter().map(profile_json).collect::<Vec<_>>()})))
 }
 
 async fn get_profile(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let who = authorise(&app, &headers, PROFILE_ROLES)?;
+    let who = authorise(&app, &headers, READ_ROLES)?;
     let p = app.profile(parse_id(&id)?).await?;
+    let pseudonymised = who.role == Role::Analyst;
+    app.audit(&actor(&who), "profile.read", Some(p.id), json!({"pseudonymised": pseudonymised})).await?;
     tracing::info!(actor = %who.name, profile = %p.id, "profile read");
-    Ok(Json(profile_json(&p)))
+    Ok(Json(if pseudonymised { app.pseudonymise(&p) } else { profile_json(&p) }))
 }
 
 #[derive(serde::Deserialize)]
@@ -134,7 +145,7 @@ fn parse_cursor(s: &str) -> Option<EventCursor> {
 }
 
 async fn profile_events(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<EventsQuery>) -> Result<Json<Value>, ApiError> {
-    let who = authorise(&app, &headers, PROFILE_ROLES)?;
+    let who = authorise(&app, &headers, READ_ROLES)?;
     let id = parse_id(&id)?;
     let limit = match q.limit.as_deref() {
         None => 50,
@@ -148,21 +159,31 @@ async fn profile_events(State(app): State<App>, headers: HeaderMap, Path(id): Pa
         Some(c) => Some(parse_cursor(c).ok_or(ApiError::BadRequest { code: "invalid_cursor", message: "cursor is not one this API gave".into() })?),
     };
     let page = app.profile_events(id, limit, cursor).await?;
+    let pseudonymised = who.role == Role::Analyst;
+    app.audit(&actor(&who), "profile.events.read", Some(id), json!({"events": page.events.len(), "pseudonymised": pseudonymised})).await?;
     tracing::info!(actor = %who.name, profile = %id, events = page.events.len(), "profile events read");
-    let events: Vec<&RawValue> = page.events.iter().map(|e| e.body.as_ref()).collect();
     let next = page.next.map(|c| format!("{}_{}", c.timestamp, c.seq));
+    if pseudonymised {
+        let events: Vec<Value> = page.events.iter().map(|e| app.pseudonymise_event(e.body.get())).collect();
+        return Ok(Json(json!({"events": events, "next_cursor": next, "pseudonymised": true})));
+    }
+    let events: Vec<&RawValue> = page.events.iter().map(|e| e.body.as_ref()).collect();
     Ok(Json(json!({"events": events, "next_cursor": next})))
 }
 
 async fn profile_merges(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    authorise(&app, &headers, PROFILE_ROLES)?;
-    let merges = app.merges(parse_id(&id)?).await?;
+    let who = authorise(&app, &headers, PROFILE_ROLES)?;
+    let id = parse_id(&id)?;
+    let merges = app.merges(id).await?;
+    app.audit(&actor(&who), "profile.merges.read", Some(id), json!({})).await?;
     Ok(Json(json!({"merges": merges.iter().map(merge_json).collect::<Vec<_>>()})))
 }
 
 async fn profile_conflicts(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    authorise(&app, &headers, PROFILE_ROLES)?;
-    let conflicts = app.conflicts(parse_id(&id)?).await?;
+    let who = authorise(&app, &headers, PROFILE_ROLES)?;
+    let id = parse_id(&id)?;
+    let conflicts = app.conflicts(id).await?;
+    app.audit(&actor(&who), "profile.conflicts.read", Some(id), json!({})).await?;
     Ok(Json(json!({"conflicts": conflicts.iter().map(conflict_json).collect::<Vec<_>>()})))
 }
 
@@ -183,6 +204,7 @@ async fn unmerge(State(app): State<App>, headers: HeaderMap, Path(id): Path<Stri
             .merge_id
     };
     let undone = app.unmerge(id, merge_id, &who).await?;
+    app.audit(&actor(&who), "profile.unmerge", Some(id), json!({"merge": undone.id})).await?;
     let into = app.profile(undone.into).await?;
     let from = app.profile(undone.from).await?;
     Ok(Json(json!({"unmerged": merge_json(&undone), "profiles": [profile_json(&into), profile_json(&from)]})))

@@ -16,6 +16,10 @@ pub enum ApiError {
     Forbidden(&'static str),
     NotFound(String),
     Conflict(String),
+    /// Well-formed, but names something unknown or is not acceptable (422).
+    Unprocessable { code: &'static str, message: String },
+    /// The subject's processing is restricted (Art. 18).
+    Restricted(String),
     PayloadTooLarge(String),
     UnsupportedEncoding(String),
     TooManyRequests { retry_after_seconds: u64 },
@@ -32,6 +36,8 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::Invalid { code, message } => ApiError::Unprocessable { code, message },
+            ServiceError::Restricted(m) => ApiError::Restricted(m),
         }
     }
 }
@@ -56,6 +62,8 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.to_owned()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
+            ApiError::Unprocessable { code, message } => (StatusCode::UNPROCESSABLE_ENTITY, code, message),
+            ApiError::Restricted(m) => (StatusCode::CONFLICT, "restricted", m),
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
             ApiError::UnsupportedEncoding(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", m),
             ApiError::TooManyRequests { retry_after_seconds } => {

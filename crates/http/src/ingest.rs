@@ -30,17 +30,26 @@ pub(crate) fn routes() -> Router<App> {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::POST, Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::CONTENT_ENCODING])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::CONTENT_ENCODING, header::HeaderName::from_static("sec-gpc")])
         .max_age(std::time::Duration::from_secs(86_400));
-    r.route("/v1/batch", post(batch)).route("/v1/b", post(batch)).route("/v1/import", post(batch)).layer(cors)
+    r.route("/v1/batch", post(batch))
+        .route("/v1/b", post(batch))
+        .route("/v1/import", post(batch))
+        .route("/v1/consent", post(crate::privacy::consent))
+        .layer(cors)
 }
 
-fn now_millis() -> Millis {
+/// `Sec-GPC: 1`: Global Privacy Control, an objection to sale, sharing and targeted ads.
+pub(crate) fn gpc(headers: &HeaderMap) -> bool {
+    headers.get("sec-gpc").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1")
+}
+
+pub(crate) fn now_millis() -> Millis {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Reads the body, at most `limit` bytes once decompressed.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
         if len > limit {
@@ -72,7 +81,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 }
 
 /// The write key from HTTP Basic auth (the key as user name, empty password).
-fn basic_write_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn basic_write_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let bad = || ApiError::Unauthorized("the Authorization header must be Basic with the write key as user name");
     let value = value.to_str().map_err(|_| bad())?;
@@ -86,13 +95,13 @@ fn basic_write_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(user.to_owned()))
 }
 
-fn authenticate<'a>(app: &'a App, header_key: Option<String>, body_key: Option<&str>) -> Result<&'a Source, ApiError> {
+pub(crate) fn authenticate<'a>(app: &'a App, header_key: Option<String>, body_key: Option<&str>) -> Result<&'a Source, ApiError> {
     let key = header_key.as_deref().or(body_key).filter(|k| !k.is_empty());
     let key = key.ok_or(ApiError::Unauthorized("a write key is required: HTTP Basic user, or writeKey in the body"))?;
     app.source_for_write_key(key).ok_or(ApiError::Unauthorized("the write key is not valid"))
 }
 
-fn json_error(e: serde_json::Error) -> ApiError {
+pub(crate) fn json_error(e: serde_json::Error) -> ApiError {
     let text = e.to_string();
     if text.contains("recursion limit") {
         ApiError::Malformed("the JSON is nested too deeply".into())
@@ -151,7 +160,14 @@ async fn batch(State(app): State<App>, headers: HeaderMap, body: Body) -> Result
         Some(_) => return Err(ApiError::BadRequest { code: "invalid_timestamp", message: "sentAt must be an ISO 8601 string".into() }),
     };
     let outcome = app
-        .ingest(IngestRequest { source, messages: messages.iter().map(|m| m.get()).collect(), batch_sent_at, endpoint_type: None, received_at })
+        .ingest(IngestRequest {
+            source,
+            messages: messages.iter().map(|m| m.get()).collect(),
+            batch_sent_at,
+            endpoint_type: None,
+            received_at,
+            gpc: gpc(&headers),
+        })
         .await?;
     Ok(Json(outcome_json(&outcome)).into_response())
 }
@@ -180,7 +196,7 @@ async fn single(State(app): State<App>, headers: HeaderMap, body: Body, kind: Me
     };
     let source = authenticate(&app, header_key, body_key)?;
     let outcome = app
-        .ingest(IngestRequest { source, messages: vec![text], batch_sent_at: None, endpoint_type: Some(kind), received_at })
+        .ingest(IngestRequest { source, messages: vec![text], batch_sent_at: None, endpoint_type: Some(kind), received_at, gpc: gpc(&headers) })
         .await?;
     if let Some(r) = outcome.rejected.first() {
         return Err(ApiError::BadRequest { code: r.reason.code(), message: r.detail.clone() });

@@ -3,11 +3,13 @@
 //!
 //! - [`error`]: every failure mapped to a status and a JSON body, in one place.
 //! - `ingest`: the Segment-compatible Tracking API under `/v1`.
-//! - `admin`: the admin and data API under `/api`.
+//! - `admin`: the admin and data API under `/api` (profiles).
+//! - `privacy`: consent (`/v1/consent`, GPC), the rights desk, audit, register, retention.
 
 mod admin;
 pub mod error;
 mod ingest;
+mod privacy;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .merge(ingest::routes())
         .merge(admin::routes())
+        .merge(privacy::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::NotFound("no such endpoint".into()) })
@@ -82,7 +85,8 @@ impl Server {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let result = axum::serve(listener, router(self.app.clone())).with_graceful_shutdown(shutdown).await;
+        let service = router(self.app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
         if let Err(e) = self.app.store().close().await {
             tracing::error!(error = %e, "closing the store failed");
         }

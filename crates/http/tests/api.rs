@@ -5,7 +5,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use confidant_core::config::{self, Config};
-use confidant_service::{AdmitAll, App};
+use confidant_service::keys::MasterKey;
+use confidant_service::App;
 use confidant_store::{SqliteOptions, Store};
 use serde_json::{json, Value};
 
@@ -40,6 +41,15 @@ async fn spawn_app_with(extra: &str) -> TestApp {
         key = "{ANALYST_KEY}"
         role = "analyst"
         {extra}
+        # Test events, declared like a shop declares its own.
+        [privacy.plan.events.X]
+        category = "user.behavior.browsing_history"
+        [privacy.plan.events.Y]
+        category = "user.behavior.browsing_history"
+        [privacy.plan.events.E]
+        category = "user.behavior.browsing_history"
+        [privacy.plan.events.Clicked]
+        category = "user.behavior.browsing_history"
         "#,
         dir.path().display()
     );
@@ -49,7 +59,7 @@ async fn spawn_app_with(extra: &str) -> TestApp {
         SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules() },
     )
     .unwrap();
-    let app = App::new(config, store, Box::new(AdmitAll)).await.unwrap();
+    let app = App::new(config, store, MasterKey::from_bytes([7; 32])).await.unwrap();
     let server = confidant_http::Server::bind(app.clone()).await.unwrap();
     let base = format!("http://{}", server.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -2,13 +2,20 @@
 //!
 //! - [`App`]: the running product: configuration, store, keys, the ingestion queue, metrics.
 //! - [`ingest`]: raw message texts in, a durable commit and a per-message report out, with the
-//!   privacy [`Gate`] between parsing and storing.
+//!   privacy gate (minimisation, consent, suppression) between parsing and storing.
+//! - [`privacy`]: the consent book, consent recording, the rights desk, retention, audit.
+//! - [`ropa`]: the register of processing, generated from the configuration and live counts.
+//! - [`keys`]: the master key and the keys derived from it.
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
 //! No HTTP types and no SQL here.
 
 pub mod ingest;
+pub mod keys;
 pub mod metrics;
+pub mod privacy;
+pub mod ropa;
+pub mod scan;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +23,7 @@ use std::sync::Arc;
 use confidant_core::config::{Config, Role};
 use confidant_core::identity::IdentityRules;
 use confidant_core::ids::{IdKind, ProfileId};
-use confidant_core::message::{Limits, ParsedMessage, Rejection};
+use confidant_core::message::Limits;
 use confidant_store::{ConflictView, EventCursor, EventPage, MergeView, ProfileView, Store, StoreError};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -34,6 +41,12 @@ pub enum ServiceError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// Well-formed but not acceptable (an unknown purpose, an invalid TC string...).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// The subject's processing is restricted (Art. 18).
+    #[error("{0}")]
+    Restricted(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -41,6 +54,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound(what) => ServiceError::NotFound(what),
             StoreError::Conflict(m) => ServiceError::Conflict(m),
+            StoreError::Invalid(m) => ServiceError::Invalid { code: "invalid", message: m },
             other => ServiceError::Unavailable(other),
         }
     }
@@ -71,22 +85,6 @@ pub enum AuthFailure {
     Forbidden,
 }
 
-/// The privacy gate: every parsed message passes through it before the store sees it. It
-/// may drop fields or refuse the message. The privacy layer (purposes, tracking plan,
-/// consent) implements it; until then, [`AdmitAll`] lets everything through.
-pub trait Gate: Send + Sync {
-    fn admit(&self, source: &Source, message: ParsedMessage) -> Result<ParsedMessage, Rejection>;
-}
-
-/// The gate that admits every message unchanged.
-pub struct AdmitAll;
-
-impl Gate for AdmitAll {
-    fn admit(&self, _: &Source, message: ParsedMessage) -> Result<ParsedMessage, Rejection> {
-        Ok(message)
-    }
-}
-
 fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -107,13 +105,15 @@ struct AppInner {
     write_keys: HashMap<[u8; 32], Source>,
     api_keys: HashMap<[u8; 32], Principal>,
     queue: Arc<Semaphore>,
-    gate: Box<dyn Gate>,
     metrics: metrics::Metrics,
+    policy: Arc<confidant_core::privacy::Policy>,
+    book: privacy::ConsentBook,
+    tombstone_key: [u8; 32],
 }
 
 impl App {
     /// Builds the app over an open store: registers the configured sources.
-    pub async fn new(config: Config, store: Store, gate: Box<dyn Gate>) -> Result<App, ServiceError> {
+    pub async fn new(config: Config, store: Store, master_key: keys::MasterKey) -> Result<App, ServiceError> {
         let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
         let ids = store.ensure_sources(names).await?;
         let write_keys = config
@@ -132,7 +132,8 @@ impl App {
         let _ = confidant_core::ids::Phone::parse("+33612345678", &config.ingest.default_region);
         let queue = Arc::new(Semaphore::new(config.ingest.queue_capacity));
         let metrics = metrics::Metrics::new(queue.clone(), config.ingest.queue_capacity);
-        Ok(App {
+        let policy = Arc::new(confidant_core::privacy::Policy::new(config.privacy.clone()));
+        let app = App {
             inner: Arc::new(AppInner {
                 limits: config.message_limits(),
                 rules: config.identity_rules(),
@@ -141,10 +142,16 @@ impl App {
                 write_keys,
                 api_keys,
                 queue,
-                gate,
                 metrics,
+                policy,
+                book: privacy::ConsentBook::default(),
+                tombstone_key: master_key.tombstone_key(),
             }),
-        })
+        };
+        app.inner.book.invalidate();
+        app.inner.book.refresh(&app.inner.store).await?;
+        privacy::spawn_refresher(&app);
+        Ok(app)
     }
 
     pub fn config(&self) -> &Config {
@@ -215,6 +222,8 @@ impl App {
 
     pub async fn unmerge(&self, id: ProfileId, merge_id: Option<i64>, by: &Principal) -> Result<MergeView, ServiceError> {
         let m = self.inner.store.unmerge(id, merge_id, format!("api_key:{}", by.name)).await?;
+        self.inner.book.invalidate();
+        self.inner.book.refresh(&self.inner.store).await?;
         tracing::info!(profile = %id, merge = m.id, actor = %by.name, "unmerged");
         Ok(m)
     }

@@ -8,6 +8,7 @@
 //! clients never see "database is locked" and throughput grows with load. Readers use a small
 //! pool of read-only connections, which WAL lets run beside the writer.
 
+pub mod privacy;
 mod sqlite;
 
 use std::path::Path;
@@ -35,6 +36,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("the database could not be synced to disk; writes are refused until a restart")]
     SyncFailed,
+    #[error("the change is committed, but the write-ahead log could not be emptied ({0}); copies of erased pages may remain in it until the next checkpoint: run the erasure again when the database is less busy")]
+    WalNotTruncated(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -52,6 +57,8 @@ pub struct IngestBatch {
     pub source_id: i64,
     pub messages: Vec<SealedMessage>,
     pub rejected: Vec<RejectReason>,
+    /// Fields dropped by minimisation, counted in the same commit.
+    pub drops: Vec<(privacy::DropKey, u64)>,
 }
 
 /// What a committed batch did.
@@ -238,3 +245,86 @@ impl Store {
 }
 
 pub use sqlite::WriterHold;
+
+use privacy::*;
+
+/// The privacy side of the interface.
+impl Store {
+    /// Records consent receipts for the subject the identifiers lead to (created if unknown),
+    /// hash-chained in the ledger.
+    pub async fn record_consent(&self, w: ConsentWrite) -> Result<ConsentRecorded> {
+        self.backend.record_consent(w).await
+    }
+    pub async fn receipts(&self, id: ProfileId) -> Result<Vec<ReceiptView>> {
+        self.backend.receipts(id).await
+    }
+    /// The subject's current decisions and restriction.
+    pub async fn subject_record(&self, id: ProfileId) -> Result<SubjectRecord> {
+        self.backend.subject_record(id).await
+    }
+    pub async fn consent_changes_since(&self, seq: i64) -> Result<Vec<ConsentChange>> {
+        self.backend.consent_changes_since(seq).await
+    }
+    /// (last receipt, tombstones): changes when anyone, in any process, records consent or erases.
+    pub async fn privacy_version(&self) -> Result<(i64, i64)> {
+        self.backend.privacy_version().await
+    }
+    pub async fn verify_receipts(&self) -> Result<ChainReport> {
+        self.backend.verify_receipts().await
+    }
+    pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<Vec<i64>> {
+        self.backend.append_audit(entries).await
+    }
+    pub async fn audit_list(&self, f: AuditFilter) -> Result<Vec<AuditView>> {
+        self.backend.audit_list(f).await
+    }
+    pub async fn verify_audit(&self) -> Result<ChainReport> {
+        self.backend.verify_audit().await
+    }
+    pub async fn minimisation(&self) -> Result<Vec<MinimisationRow>> {
+        self.backend.minimisation().await
+    }
+    pub async fn dsr_create(&self, d: DsrInput, audit: AuditEntry) -> Result<DsrView> {
+        self.backend.dsr_create(d, audit).await
+    }
+    pub async fn dsr_finish(&self, id: i64, status: String, detail: serde_json::Value, audit: AuditEntry) -> Result<DsrView> {
+        self.backend.dsr_finish(id, status, detail, audit).await
+    }
+    pub async fn dsr_get(&self, id: i64) -> Result<Option<DsrView>> {
+        self.backend.dsr_get(id).await
+    }
+    pub async fn dsr_list(&self, open_only: bool, limit: usize) -> Result<Vec<DsrView>> {
+        self.backend.dsr_list(open_only, limit).await
+    }
+    /// Removes the subject from every table and index, leaves tombstones, completes the
+    /// request and audits it in one transaction; then empties the WAL.
+    pub async fn erase(&self, req: ErasureRequest) -> Result<ErasureReport> {
+        self.backend.erase(req).await
+    }
+    pub async fn reapply_tombstones(&self, key: [u8; 32], actor: String) -> Result<u64> {
+        self.backend.reapply_tombstones(key, actor).await
+    }
+    pub async fn tombstones(&self, suppress_only: bool) -> Result<Vec<[u8; 32]>> {
+        self.backend.tombstones(suppress_only).await
+    }
+    /// Sets or lifts an Art. 18 restriction; `false` when nothing changed.
+    pub async fn set_restricted(&self, id: ProfileId, on: bool, audit: AuditEntry) -> Result<bool> {
+        self.backend.set_restricted(id, on, audit).await
+    }
+    pub async fn rectify(&self, id: ProfileId, key: String, value: Option<serde_json::Value>, dsr: i64, audit: AuditEntry) -> Result<()> {
+        self.backend.rectify(id, key, value, dsr, audit).await
+    }
+    pub async fn export(&self, id: ProfileId) -> Result<SubjectExport> {
+        self.backend.export(id).await
+    }
+    pub async fn retention(
+        &self,
+        rule: std::sync::Arc<dyn Fn(&SubjectRecord) -> RetentionRule + Send + Sync>,
+        dry_run: bool,
+    ) -> Result<RetentionReport> {
+        self.backend.retention(rule, dry_run).await
+    }
+    pub async fn register_counts(&self, trait_categories: std::collections::BTreeMap<String, String>) -> Result<RegisterCounts> {
+        self.backend.register_counts(trait_categories).await
+    }
+}

@@ -25,7 +25,7 @@ async fn setup() -> (tempfile::TempDir, Store, i64) {
 }
 
 async fn send(store: &Store, src: i64, msgs: Vec<Value>) -> confidant_store::IngestReport {
-    store.ingest(IngestBatch { source_id: src, messages: msgs.into_iter().map(msg).collect(), rejected: vec![] }).await.unwrap()
+    store.ingest(IngestBatch { source_id: src, messages: msgs.into_iter().map(msg).collect(), rejected: vec![], drops: vec![] }).await.unwrap()
 }
 
 async fn by(store: &Store, kind: IdKind, v: &str) -> Vec<confidant_store::ProfileView> {
@@ -287,7 +287,7 @@ async fn after_a_failed_fsync_nothing_more_is_acknowledged() {
     let (_d, store, src) = setup().await;
     send(&store, src, vec![json!({"type": "identify", "userId": "u1", "messageId": "before"})]).await;
     store.fail_next_sync();
-    let batch = |id: &str| IngestBatch { source_id: src, messages: vec![msg(json!({"type": "track", "event": "X", "userId": "u1", "messageId": id}))], rejected: vec![] };
+    let batch = |id: &str| IngestBatch { source_id: src, messages: vec![msg(json!({"type": "track", "event": "X", "userId": "u1", "messageId": id}))], rejected: vec![], drops: vec![] };
     assert!(matches!(store.ingest(batch("lost")).await, Err(StoreError::SyncFailed)), "the batch whose fsync failed is not acknowledged");
     assert!(matches!(store.ingest(batch("later")).await, Err(StoreError::SyncFailed)), "later writes are refused");
     assert!(matches!(store.ping().await, Err(StoreError::SyncFailed)), "health reports it");

@@ -1,5 +1,6 @@
 //! The SQLite backend: one writer thread (group commit), a pool of read connections.
 
+mod privacy;
 mod read;
 mod writer;
 
@@ -7,17 +8,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use confidant_core::identity::IdentityRules;
 use confidant_core::ids::{IdKind, ProfileId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
 
+use crate::privacy::*;
 use crate::{
     ConflictView, EventCursor, EventPage, IngestBatch, IngestReport, MergeView, ProfileView, Result, SqliteOptions, StoreError,
     Totals,
 };
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_foundation.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/sqlite/0001_foundation.sql"), include_str!("../../migrations/sqlite/0002_privacy.sql")];
 
 /// The members of the tree rooted at `?1`: the root and every profile merged into it,
 /// directly or not. Prefix of every query that reads a whole profile.
@@ -170,7 +174,24 @@ impl Drop for WriterHold {
     }
 }
 
+/// Sends a job's result to its caller, or the error that overrides it (a failed commit or fsync).
+pub(crate) type Answer = Box<dyn FnOnce(Option<StoreError>) + Send>;
+
+/// A job run by the writer inside its own savepoint: given the connection (or `None` when
+/// the job is refused unrun), it returns whether it succeeded and how to answer.
+pub(crate) type Run = Box<dyn FnOnce(Option<(&Connection, &mut writer::IdentityCache)>) -> (bool, Answer) + Send>;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ExecFlags {
+    /// The job may change the identity graph other than through `resolve_target`: the
+    /// writer's cache is cleared.
+    pub(crate) changes_identities: bool,
+    /// After the commit, checkpoint and truncate the WAL before answering (erasure).
+    pub(crate) truncate_wal: bool,
+}
+
 pub(crate) enum Job {
+    Exec { run: Run, flags: ExecFlags },
     Ingest(IngestBatch, oneshot::Sender<Result<IngestReport>>),
     EnsureSources(Vec<String>, oneshot::Sender<Result<Vec<i64>>>),
     Unmerge { id: ProfileId, merge_id: Option<i64>, actor: String, reply: oneshot::Sender<Result<MergeView>> },
@@ -185,6 +206,7 @@ struct Inner {
     idle_readers: Mutex<Vec<Connection>>,
     gate: Arc<(Mutex<bool>, Condvar)>,
     sync_failed: Arc<SyncState>,
+    rules: IdentityRules,
 }
 
 #[derive(Clone)]
@@ -199,6 +221,7 @@ impl Sqlite {
         configure(&conn, true)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel();
+        let rules = options.rules.clone();
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let writer_gate = gate.clone();
         let sync_failed = Arc::new(SyncState::default());
@@ -218,8 +241,35 @@ impl Sqlite {
                 idle_readers: Mutex::new(Vec::new()),
                 gate,
                 sync_failed,
+                rules,
             }),
         })
+    }
+
+    /// Runs `f` on the writer, inside the next group commit; returns once it is durable.
+    pub(crate) async fn exec<T: Send + 'static>(
+        &self,
+        flags: ExecFlags,
+        f: impl FnOnce(&Connection, &mut writer::IdentityCache) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.submit(move |tx: oneshot::Sender<Result<T>>| {
+            let run: Run = Box::new(move |conn| {
+                let result = match conn {
+                    Some((c, cache)) => f(c, cache),
+                    None => Err(StoreError::ShuttingDown),
+                };
+                let ok = result.is_ok();
+                let answer: Answer = Box::new(move |err| {
+                    let _ = tx.send(match err {
+                        Some(e) => Err(e),
+                        None => result,
+                    });
+                });
+                (ok, answer)
+            });
+            Job::Exec { run, flags }
+        })
+        .await
     }
 
     async fn submit<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Job) -> Result<T> {
@@ -266,6 +316,168 @@ impl Sqlite {
 
     pub(crate) async fn unmerge(&self, id: ProfileId, merge_id: Option<i64>, actor: String) -> Result<MergeView> {
         self.submit(|reply| Job::Unmerge { id, merge_id, actor, reply }).await
+    }
+
+    fn rules(&self) -> IdentityRules {
+        self.inner.rules.clone()
+    }
+
+    // ---------------------------------------------------------------- privacy
+
+    pub(crate) async fn record_consent(&self, w: ConsentWrite) -> Result<ConsentRecorded> {
+        let rules = self.rules();
+        self.exec(ExecFlags::default(), move |c, cache| privacy::record_consent(c, cache, &rules, w, now_millis())).await
+    }
+
+    pub(crate) async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<Vec<i64>> {
+        self.exec(ExecFlags::default(), move |c, _| privacy::append_audit(c, &entries, now_millis())).await
+    }
+
+    pub(crate) async fn dsr_create(&self, d: DsrInput, audit: AuditEntry) -> Result<DsrView> {
+        self.exec(ExecFlags::default(), move |c, _| {
+            let v = privacy::dsr_create(c, &d)?;
+            let mut a = audit;
+            if let serde_json::Value::Object(m) = &mut a.detail {
+                m.insert("request".into(), v.receipt_id.clone().into());
+            }
+            privacy::append_audit(c, &[a], now_millis())?;
+            Ok(v)
+        })
+        .await
+    }
+
+    pub(crate) async fn dsr_finish(&self, id: i64, status: String, detail: serde_json::Value, audit: AuditEntry) -> Result<DsrView> {
+        self.exec(ExecFlags::default(), move |c, _| {
+            let now = now_millis();
+            let v = privacy::dsr_finish(c, id, &status, &detail, now)?;
+            privacy::append_audit(c, &[audit], now)?;
+            Ok(v)
+        })
+        .await
+    }
+
+    pub(crate) async fn erase(&self, req: ErasureRequest) -> Result<ErasureReport> {
+        self.exec(ExecFlags { changes_identities: true, truncate_wal: true }, move |c, _| privacy::erase(c, &req, now_millis())).await
+    }
+
+    pub(crate) async fn reapply_tombstones(&self, key: [u8; 32], actor: String) -> Result<u64> {
+        self.exec(ExecFlags { changes_identities: true, truncate_wal: true }, move |c, _| privacy::reapply_tombstones(c, &key, &actor, now_millis()))
+            .await
+    }
+
+    pub(crate) async fn set_restricted(&self, id: ProfileId, on: bool, audit: AuditEntry) -> Result<bool> {
+        self.exec(ExecFlags::default(), move |c, _| {
+            let now = now_millis();
+            let changed = privacy::set_restricted(c, id.0, on, &audit.actor, now)?;
+            if changed {
+                privacy::append_audit(c, &[audit], now)?;
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    pub(crate) async fn rectify(&self, id: ProfileId, key: String, value: Option<serde_json::Value>, dsr: i64, audit: AuditEntry) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| {
+            let now = now_millis();
+            privacy::rectify(c, id.0, &key, value.as_ref(), dsr, now)?;
+            privacy::append_audit(c, &[audit], now)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn retention(
+        &self,
+        rule: std::sync::Arc<dyn Fn(&SubjectRecord) -> RetentionRule + Send + Sync>,
+        dry_run: bool,
+    ) -> Result<RetentionReport> {
+        let mut report = RetentionReport { dry_run, ..Default::default() };
+        let mut after = i64::MIN;
+        loop {
+            // Decide on a read connection, apply on the writer, a chunk at a time, so that
+            // ingestion is never held up for long.
+            let batch = self.read(move |c| privacy::retention_batch(c, after, 2_000)).await?;
+            let Some(last) = batch.last().map(|b| b.0) else { break };
+            after = last;
+            let decided: Vec<(i64, i64, RetentionRule)> = batch.into_iter().map(|(root, last, rec)| (root, last, rule(&rec))).collect();
+            let mut chunk = RetentionReport::default();
+            chunk = self
+                .exec(ExecFlags { changes_identities: true, truncate_wal: false }, move |c, _| {
+                    let now = now_millis();
+                    if dry_run {
+                        c.execute_batch("SAVEPOINT dry_run")?;
+                    }
+                    let r = privacy::apply_retention(c, &decided, now, &mut chunk);
+                    if dry_run {
+                        c.execute_batch("ROLLBACK TO dry_run; RELEASE dry_run")?;
+                    }
+                    r.map(|_| chunk)
+                })
+                .await?;
+            report.subjects_examined += chunk.subjects_examined;
+            report.subjects_erased += chunk.subjects_erased;
+            report.events_deleted += chunk.events_deleted;
+            for (k, v) in chunk.events_by_category {
+                *report.events_by_category.entry(k).or_default() += v;
+            }
+        }
+        if !dry_run && (report.events_deleted > 0 || report.subjects_erased > 0) {
+            self.exec(ExecFlags { changes_identities: false, truncate_wal: true }, |_, _| Ok(())).await?;
+        }
+        Ok(report)
+    }
+
+    pub(crate) async fn subject_record(&self, id: ProfileId) -> Result<SubjectRecord> {
+        self.read(move |c| privacy::subject_record(c, id.0)).await
+    }
+
+    pub(crate) async fn receipts(&self, id: ProfileId) -> Result<Vec<ReceiptView>> {
+        self.read(move |c| privacy::receipts(c, id.0)).await
+    }
+
+    pub(crate) async fn consent_changes_since(&self, seq: i64) -> Result<Vec<ConsentChange>> {
+        self.read(move |c| privacy::consent_changes_since(c, seq)).await
+    }
+
+    pub(crate) async fn privacy_version(&self) -> Result<(i64, i64)> {
+        self.read(privacy::privacy_version).await
+    }
+
+    pub(crate) async fn verify_receipts(&self) -> Result<ChainReport> {
+        self.read(privacy::verify_receipts).await
+    }
+
+    pub(crate) async fn verify_audit(&self) -> Result<ChainReport> {
+        self.read(privacy::verify_audit).await
+    }
+
+    pub(crate) async fn audit_list(&self, f: AuditFilter) -> Result<Vec<AuditView>> {
+        self.read(move |c| privacy::audit_list(c, &f)).await
+    }
+
+    pub(crate) async fn minimisation(&self) -> Result<Vec<MinimisationRow>> {
+        self.read(privacy::minimisation).await
+    }
+
+    pub(crate) async fn dsr_get(&self, id: i64) -> Result<Option<DsrView>> {
+        self.read(move |c| privacy::dsr_get(c, id)).await
+    }
+
+    pub(crate) async fn dsr_list(&self, open_only: bool, limit: usize) -> Result<Vec<DsrView>> {
+        self.read(move |c| privacy::dsr_list(c, open_only, limit)).await
+    }
+
+    pub(crate) async fn export(&self, id: ProfileId) -> Result<SubjectExport> {
+        self.read(move |c| privacy::export(c, id.0)).await
+    }
+
+    pub(crate) async fn tombstones(&self, suppress_only: bool) -> Result<Vec<[u8; 32]>> {
+        self.read(move |c| privacy::tombstone_hashes(c, suppress_only)).await
+    }
+
+    pub(crate) async fn register_counts(&self, trait_categories: std::collections::BTreeMap<String, String>) -> Result<RegisterCounts> {
+        self.read(move |c| privacy::register_counts(c, &trait_categories)).await
     }
 
     pub(crate) async fn find_profiles(&self, kind: IdKind, value: String) -> Result<Vec<ProfileView>> {

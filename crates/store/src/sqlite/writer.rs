@@ -19,6 +19,7 @@ enum Done {
     Ingest(oneshot::Sender<Result<IngestReport>>, Result<IngestReport>),
     Sources(oneshot::Sender<Result<Vec<i64>>>, Result<Vec<i64>>),
     Unmerge(oneshot::Sender<Result<MergeView>>, Result<MergeView>),
+    Exec(super::Answer),
 }
 
 impl Done {
@@ -27,6 +28,7 @@ impl Done {
             Done::Ingest(tx, _) => drop(tx.send(Err(e))),
             Done::Sources(tx, _) => drop(tx.send(Err(e))),
             Done::Unmerge(tx, _) => drop(tx.send(Err(e))),
+            Done::Exec(answer) => answer(Some(e)),
         }
     }
 
@@ -36,6 +38,7 @@ impl Done {
             Done::Ingest(tx, r) => drop(tx.send(r)),
             Done::Sources(tx, r) => drop(tx.send(r)),
             Done::Unmerge(tx, r) => drop(tx.send(r)),
+            Done::Exec(answer) => answer(None),
         }
     }
 }
@@ -62,7 +65,7 @@ const FORCE_CHECKPOINT_FRAMES: i64 = 65_536;
 /// changes only by a merge (applied here through `members`) or an unmerge (which clears
 /// everything). Anything that rolls back clears it too, since it may hold tentative entries.
 #[derive(Default)]
-pub(super) struct IdentityCache {
+pub(crate) struct IdentityCache {
     /// Per kind (in `kind_code` order): identifier value → the profile that owns it.
     owners: [HashMap<String, i64>; 4],
     /// Profile → its root.
@@ -147,6 +150,7 @@ pub(super) fn run(
         }
     };
     let mut cache = IdentityCache::default();
+    let mut data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap_or(0);
     let wal_frames = Box::new(AtomicI64::new(0));
     // SAFETY: the handle is valid while `conn` lives; `conn` is dropped explicitly at the end
     // of this function, before `wal_frames`, and the hook only stores into it.
@@ -177,9 +181,33 @@ pub(super) fn run(
             fail_jobs(jobs, &mut closing, || StoreError::SyncFailed);
             continue;
         }
+        // Another process (a CLI command on the same data directory) may have changed the
+        // identity graph: then nothing cached can be trusted.
+        match conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) {
+            Ok(v) if v != data_version => {
+                cache.clear();
+                data_version = v;
+            }
+            _ => {}
+        }
         let started = std::time::Instant::now();
-        let committed = commit_group(&mut conn, jobs, &options.rules, &mut cache, &mut closing);
+        let mut truncate = false;
+        let mut committed = commit_group(&mut conn, jobs, &options.rules, &mut cache, &mut closing, &mut truncate);
         let took = started.elapsed();
+        if truncate && committed.commit_error.is_none() {
+            // An erasure: copy everything back and empty the WAL, so that no copy of the erased
+            // pages survives there. The answers wait for it, and report if it could not be done.
+            if let Err(e) = truncate_wal(&conn) {
+                let msg = e.to_string();
+                for d in std::mem::take(&mut committed.done) {
+                    match d {
+                        Done::Exec(answer) => answer(Some(StoreError::WalNotTruncated(msg.clone()))),
+                        other => committed.done.push(other),
+                    }
+                }
+            }
+            wal_frames.store(0, Ordering::Relaxed);
+        }
         if took > std::time::Duration::from_millis(20) {
             tracing::debug!(messages = size, apply_ms = committed.applied.as_millis() as u64, total_ms = took.as_millis() as u64, "slow group commit");
         }
@@ -217,6 +245,23 @@ pub(super) fn run(
     }
 }
 
+/// Checkpoints every frame into the database and truncates the WAL to zero bytes, waiting
+/// for readers (up to about 10 s) as SQLite's busy handler allows.
+fn truncate_wal(conn: &Connection) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (busy, log, copied): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        if busy == 0 && log <= 0 && copied <= 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(StoreError::WalNotTruncated(format!("busy={busy} log={log} copied={copied}")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Answers jobs with an error without touching the database; a close request is kept.
 fn fail_jobs(jobs: Vec<Job>, closing: &mut Option<oneshot::Sender<()>>, err: impl Fn() -> StoreError) {
     for job in jobs {
@@ -224,6 +269,11 @@ fn fail_jobs(jobs: Vec<Job>, closing: &mut Option<oneshot::Sender<()>>, err: imp
             Job::Ingest(_, r) => drop(r.send(Err(err()))),
             Job::EnsureSources(_, r) => drop(r.send(Err(err()))),
             Job::Unmerge { reply, .. } => drop(reply.send(Err(err()))),
+            Job::Exec { run, .. } => {
+                // The closure answers through what it returns; a job never run answers the error.
+                let (_, answer) = run(None);
+                answer(Some(err()));
+            }
             Job::Close(c) => *closing = Some(c),
         }
     }
@@ -308,6 +358,7 @@ fn commit_group(
     rules: &IdentityRules,
     cache: &mut IdentityCache,
     closing: &mut Option<oneshot::Sender<()>>,
+    truncate: &mut bool,
 ) -> Committed {
     let started = std::time::Instant::now();
     let mut done = Vec::with_capacity(jobs.len());
@@ -326,6 +377,7 @@ fn commit_group(
             *closing = Some(c);
             continue;
         }
+        let mut exec_ok = false;
         let result = tx.savepoint().map_err(StoreError::from).and_then(|mut sp| {
             let out = match job {
                 Job::Ingest(batch, reply) => Done::Ingest(reply, apply_ingest(&sp, &batch, rules, cache, now)),
@@ -334,12 +386,24 @@ fn commit_group(
                     cache.clear();
                     Done::Unmerge(reply, unmerge(&sp, id, merge_id, &actor, now))
                 }
+                Job::Exec { run, flags } => {
+                    if flags.changes_identities {
+                        cache.clear();
+                    }
+                    if flags.truncate_wal {
+                        *truncate = true;
+                    }
+                    let (ok, answer) = run(Some((&*sp, &mut *cache)));
+                    exec_ok = ok;
+                    Done::Exec(answer)
+                }
                 Job::Close(_) => unreachable!("handled above"),
             };
             let ok = match &out {
                 Done::Ingest(_, r) => r.is_ok(),
                 Done::Sources(_, r) => r.is_ok(),
                 Done::Unmerge(_, r) => r.is_ok(),
+                Done::Exec(_) => exec_ok,
             };
             if ok {
                 sp.commit()?;
@@ -432,6 +496,9 @@ fn apply_ingest(conn: &Connection, batch: &IngestBatch, rules: &IdentityRules, c
     for (outcome, n) in outcomes.into_iter().filter(|(_, n)| *n > 0) {
         count.execute(params![day, batch.source_id, outcome, n as i64])?;
     }
+    if !batch.drops.is_empty() {
+        super::privacy::add_drops(conn, batch.source_id, &batch.drops, now)?;
+    }
     Ok(report)
 }
 
@@ -504,11 +571,27 @@ fn apply_message(
     now: i64,
     report: &mut IngestReport,
 ) -> Result<()> {
-    let mut candidates = Vec::with_capacity(msg.envelope.identifiers.len() + 1);
-    for id in &msg.envelope.identifiers {
+    let target = resolve_target(conn, source_id, &msg.envelope, rules, cache, now, report)?;
+    store_message(conn, source_id, msg, target)
+}
+
+/// The live profile a message belongs to: found from its identifiers, merging profiles they
+/// show to be one person (within merge protection), or created.
+pub(super) fn resolve_target(
+    conn: &Connection,
+    source_id: i64,
+    envelope: &confidant_core::message::Envelope,
+    rules: &IdentityRules,
+    cache: &mut IdentityCache,
+    now: i64,
+    report: &mut IngestReport,
+) -> Result<i64> {
+    let msg = envelope;
+    let mut candidates = Vec::with_capacity(msg.identifiers.len() + 1);
+    for id in &msg.identifiers {
         candidates.push(Candidate { identifier: id.clone(), owner: owner_root(conn, cache, id.kind, &id.value)?.map(ProfileId) });
     }
-    if let Some(prev) = &msg.envelope.previous_id {
+    if let Some(prev) = &msg.previous_id {
         // The aliased id may be an earlier user id or an anonymous id.
         let as_user = owner_root(conn, cache, IdKind::UserId, prev)?;
         let cand = match as_user {
@@ -539,22 +622,22 @@ fn apply_message(
             Some(t) => t.0,
             None => {
                 report.profiles_created += 1;
-                let id = new_profile(conn, msg.envelope.timestamp)?;
+                let id = new_profile(conn, msg.timestamp)?;
                 cache.remember_root(id, id);
                 id
             }
         };
         for m in &plan.merges {
-            let rule = if msg.envelope.kind == MessageType::Alias { "alias".to_owned() } else { format!("shared_{}", m.evidence.kind.as_str()) };
+            let rule = if msg.kind == MessageType::Alias { "alias".to_owned() } else { format!("shared_{}", m.evidence.kind.as_str()) };
             let evidence = serde_json::json!({
                 "identifier_kind": m.evidence.kind.as_str(),
                 "identifier": m.evidence.value,
-                "message_type": msg.envelope.kind.as_str(),
+                "message_type": msg.kind.as_str(),
             });
             conn.prepare_cached(
                 "INSERT INTO merges(at, into_profile, from_profile, rule, evidence, source_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![now, target, m.from.0, rule, evidence.to_string(), source_id, msg.envelope.message_id])?;
+            .execute(params![now, target, m.from.0, rule, evidence.to_string(), source_id, msg.message_id])?;
             let merge_id = conn.last_insert_rowid();
             conn.prepare_cached("UPDATE profiles SET merged_into = ?1, merge_id = ?2 WHERE id = ?3")?.execute(params![target, merge_id, m.from.0])?;
             cache.merged(m.from.0, target);
@@ -564,20 +647,24 @@ fn apply_message(
             conn.prepare_cached(
                 "INSERT INTO identity_conflicts(at, profile_id, other_id, kind, reason, source_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![now, target, c.other.map(|p| p.0), kind_code(c.identifier.kind), c.reason.code(), source_id, msg.envelope.message_id])?;
+            .execute(params![now, target, c.other.map(|p| p.0), kind_code(c.identifier.kind), c.reason.code(), source_id, msg.message_id])?;
             report.conflicts += 1;
         }
-        attach(conn, target, &plan.attach, source_id, &msg.envelope.message_id, now)?;
+        attach(conn, target, &plan.attach, source_id, &msg.message_id, now)?;
         for id in &plan.attach {
             cache.remember_owner(id.kind, &id.value, target);
         }
         target
     };
 
+    Ok(target)
+}
+
+fn store_message(conn: &Connection, source_id: i64, msg: &SealedMessage, target: i64) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO events(source_id, message_id, profile_id, type, event, ts, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO events(source_id, message_id, profile_id, type, event, ts, received_at, body, category) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![source_id, msg.envelope.message_id, target, msg.envelope.kind.as_str(), msg.envelope.event, msg.envelope.timestamp, msg.envelope.received_at, msg.body])?;
+    .execute(params![source_id, msg.envelope.message_id, target, msg.envelope.kind.as_str(), msg.envelope.event, msg.envelope.timestamp, msg.envelope.received_at, msg.body, msg.envelope.category])?;
 
     if !msg.traits.is_empty() {
         let mut upsert = conn.prepare_cached(

@@ -1,0 +1,650 @@
+//! The privacy side of the SQLite backend: consent ledger, audit log, rights requests,
+//! erasure, retention, minimisation counts. Functions taking a connection run either on the
+//! writer (inside its group commit) or on a read connection, as their callers in `mod.rs` say.
+
+use std::collections::{BTreeMap, HashMap};
+
+use confidant_core::audit::{self, Link};
+use confidant_core::identity::IdentityRules;
+use confidant_core::ids::{IdKind, Identifier, ProfileId};
+use confidant_core::message::{Envelope, MessageType};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::Value;
+
+use super::writer::{resolve_target, IdentityCache};
+use super::{kind_code, kind_of, root_of, MEMBERS};
+use crate::privacy::*;
+use crate::{IngestReport, Result, StoreError};
+
+/// One month, as Art. 12(3) counts it (a fixed 30 days here; extensions are recorded in the
+/// request's detail).
+pub(crate) const DSR_DEADLINE_MS: i64 = 30 * 86_400_000;
+
+fn random_id(prefix: &str) -> String {
+    format!("{prefix}_{}", hex::encode(rand::random::<[u8; 12]>()))
+}
+
+fn hex32(b: &[u8]) -> Result<[u8; 32]> {
+    b.try_into().map_err(|_| StoreError::Conflict("a stored hash is not 32 bytes".into()))
+}
+
+// ------------------------------------------------------------------------------ consent
+
+fn receipt_content(r: &Row<'_>) -> rusqlite::Result<String> {
+    // receipt_id, profile_id, purpose, scope, granted, at, method, notice_version,
+    // notice_sha256, source_id, identifier_kind, identifier, evidence
+    Ok(format!(
+        "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+        r.get::<_, String>("receipt_id")?,
+        r.get::<_, Option<i64>>("profile_id")?.unwrap_or(0),
+        r.get::<_, String>("purpose")?,
+        r.get::<_, String>("scope")?,
+        r.get::<_, i64>("granted")?,
+        r.get::<_, i64>("at")?,
+        r.get::<_, String>("method")?,
+        r.get::<_, Option<String>>("notice_version")?.unwrap_or_default(),
+        r.get::<_, Option<String>>("notice_sha256")?.unwrap_or_default(),
+        r.get::<_, Option<i64>>("source_id")?.unwrap_or(0),
+        r.get::<_, Option<i64>>("identifier_kind")?.unwrap_or(-1),
+        r.get::<_, Option<String>>("identifier")?.unwrap_or_default(),
+        r.get::<_, Option<String>>("evidence")?.unwrap_or_default(),
+    ))
+}
+
+/// Current decisions of the tree rooted at `root`: the latest receipt per purpose and scope.
+fn decisions(conn: &Connection, root: i64) -> Result<HashMap<(String, String), (bool, i64)>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{MEMBERS} SELECT purpose, scope, granted, at FROM consent_receipts WHERE profile_id IN m ORDER BY at, seq"
+    ))?;
+    let mut out = HashMap::new();
+    let mut rows = stmt.query([root])?;
+    while let Some(r) = rows.next()? {
+        out.insert((r.get(0)?, r.get(1)?), (r.get::<_, i64>(2)? != 0, r.get(3)?));
+    }
+    Ok(out)
+}
+
+pub(super) fn record_consent(conn: &Connection, cache: &mut IdentityCache, rules: &IdentityRules, w: ConsentWrite, now: i64) -> Result<ConsentRecorded> {
+    if w.identifiers.is_empty() {
+        return Err(StoreError::Invalid("a consent needs an identifier".into()));
+    }
+    let source_id = match w.source_id {
+        Some(s) => s,
+        None => conn.query_row("SELECT id FROM sources WHERE name = '(rights desk)'", [], |r| r.get(0))?,
+    };
+    let receipt_ids: Vec<String> = w.receipts.iter().map(|_| random_id("rcpt")).collect();
+    let envelope = Envelope {
+        kind: MessageType::Identify,
+        message_id: receipt_ids.first().cloned().unwrap_or_else(|| random_id("rcpt")),
+        event: None,
+        timestamp: now,
+        received_at: now,
+        identifiers: w.identifiers.clone(),
+        previous_id: None,
+        category: None,
+    };
+    let mut report = IngestReport::default();
+    let root = resolve_target(conn, source_id, &envelope, rules, cache, now, &mut report)?;
+    let current = decisions(conn, root)?;
+    let first_identifier = &w.identifiers[0];
+    let (mut prev, mut seq): ([u8; 32], i64) = conn
+        .query_row("SELECT hash, seq FROM consent_receipts ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))
+        .optional()?
+        .map(|(h, s)| hex32(&h).map(|h| (h, s)))
+        .transpose()?
+        .unwrap_or((audit::GENESIS, 0));
+    let mut written = Vec::new();
+    for (input, receipt_id) in w.receipts.into_iter().zip(receipt_ids) {
+        if w.only_changes && current.get(&(input.purpose.clone(), input.scope.clone())).map(|d| d.0) == Some(input.granted) {
+            continue;
+        }
+        seq += 1;
+        let at = input.at - input.at.rem_euclid(1000);
+        let salt: [u8; 16] = rand::random();
+        let evidence = input.evidence.to_string();
+        conn.prepare_cached(
+            "INSERT INTO consent_receipts(seq, receipt_id, profile_id, purpose, scope, granted, at, method, notice_version, notice_sha256,
+                 source_id, identifier_kind, identifier, evidence, salt, digest, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, zeroblob(32), ?16, zeroblob(32))",
+        )?
+        .execute(params![
+            seq,
+            receipt_id,
+            root,
+            input.purpose,
+            input.scope,
+            input.granted as i64,
+            at,
+            input.method,
+            input.notice_version,
+            input.notice_sha256,
+            source_id,
+            kind_code(first_identifier.kind),
+            first_identifier.value,
+            evidence,
+            &salt[..],
+            &prev[..]
+        ])?;
+        let content = conn.prepare_cached("SELECT * FROM consent_receipts WHERE seq = ?1")?.query_row([seq], receipt_content)?;
+        let digest = audit::salted_digest(&salt, content.as_bytes());
+        let hash = audit::link(&prev, seq, &digest);
+        conn.prepare_cached("UPDATE consent_receipts SET digest = ?1, hash = ?2 WHERE seq = ?3")?.execute(params![&digest[..], &hash[..], seq])?;
+        prev = hash;
+        written.push(receipt_by_seq(conn, seq)?);
+    }
+    Ok(ConsentRecorded { profile: ProfileId(root), receipts: written })
+}
+
+const RECEIPT_COLUMNS: &str = "c.seq, c.receipt_id, c.purpose, c.scope, c.granted, c.at, c.method, c.notice_version, c.notice_sha256,
+    s.name, c.identifier_kind, c.evidence, c.hash FROM consent_receipts c LEFT JOIN sources s ON s.id = c.source_id";
+
+fn receipt_row(r: &Row<'_>) -> rusqlite::Result<ReceiptView> {
+    Ok(ReceiptView {
+        seq: r.get(0)?,
+        receipt_id: r.get(1)?,
+        purpose: r.get(2)?,
+        scope: r.get(3)?,
+        granted: r.get::<_, i64>(4)? != 0,
+        at: r.get(5)?,
+        method: r.get(6)?,
+        notice_version: r.get(7)?,
+        notice_sha256: r.get(8)?,
+        source: r.get(9)?,
+        identifier_kind: r.get::<_, Option<i64>>(10)?.map(|k| kind_of(k).as_str()),
+        evidence: r.get::<_, Option<String>>(11)?.and_then(|e| serde_json::from_str(&e).ok()).unwrap_or(Value::Null),
+        hash: hex::encode(r.get::<_, Vec<u8>>(12)?),
+    })
+}
+
+fn receipt_by_seq(conn: &Connection, seq: i64) -> Result<ReceiptView> {
+    Ok(conn.prepare_cached(&format!("SELECT {RECEIPT_COLUMNS} WHERE c.seq = ?1"))?.query_row([seq], receipt_row)?)
+}
+
+pub(super) fn receipts(conn: &Connection, id: i64) -> Result<Vec<ReceiptView>> {
+    let root = root_of(conn, id)?.ok_or(StoreError::NotFound("profile"))?;
+    let mut stmt = conn.prepare_cached(&format!("{MEMBERS} SELECT {RECEIPT_COLUMNS} WHERE c.profile_id IN m ORDER BY c.seq"))?;
+    let rows = stmt.query_map([root], receipt_row)?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+pub(super) fn subject_record(conn: &Connection, id: i64) -> Result<SubjectRecord> {
+    let root = root_of(conn, id)?.ok_or(StoreError::NotFound("profile"))?;
+    let mut decisions: Vec<(String, String, bool, i64)> =
+        decisions(conn, root)?.into_iter().map(|((p, s), (g, at))| (p, s, g, at)).collect();
+    decisions.sort();
+    let restricted: bool = conn
+        .prepare_cached(&format!("{MEMBERS} SELECT EXISTS(SELECT 1 FROM subject_flags WHERE profile_id IN m)"))?
+        .query_row([root], |r| r.get(0))?;
+    Ok(SubjectRecord { decisions, restricted })
+}
+
+/// Receipts after `since`, each with the identifiers its subject holds now.
+pub(super) fn consent_changes_since(conn: &Connection, since: i64) -> Result<Vec<ConsentChange>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, profile_id, purpose, scope, granted, at FROM consent_receipts WHERE seq > ?1 AND profile_id IS NOT NULL ORDER BY seq",
+    )?;
+    let rows: Vec<(i64, i64, String, String, bool, i64)> = stmt
+        .query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, i64>(4)? != 0, r.get(5)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    let mut ids_of_root: HashMap<i64, Vec<Identifier>> = HashMap::new();
+    let mut ids_stmt = conn.prepare_cached(&format!("{MEMBERS} SELECT kind, value FROM identities WHERE profile_id IN m"))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (seq, profile, purpose, scope, granted, at) in rows {
+        let Some(root) = root_of(conn, profile)? else { continue };
+        if !ids_of_root.contains_key(&root) {
+            let ids = ids_stmt
+                .query_map([root], |r| Ok(Identifier::new(kind_of(r.get(0)?), r.get::<_, String>(1)?)))?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            ids_of_root.insert(root, ids);
+        }
+        out.push(ConsentChange { seq, identifiers: ids_of_root[&root].clone(), purpose, scope, granted, at });
+    }
+    Ok(out)
+}
+
+/// Numbers that change when another process records consent or erases someone.
+pub(super) fn privacy_version(conn: &Connection) -> Result<(i64, i64)> {
+    Ok(conn.query_row(
+        "SELECT (SELECT coalesce(max(seq), 0) FROM consent_receipts), (SELECT count(*) FROM tombstones)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
+
+pub(super) fn verify_receipts(conn: &Connection) -> Result<ChainReport> {
+    let mut stmt = conn.prepare("SELECT * FROM consent_receipts ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    let mut links = Vec::new();
+    while let Some(r) = rows.next()? {
+        let stored = hex32(&r.get::<_, Vec<u8>>("digest")?)?;
+        let digest = match r.get::<_, Option<Vec<u8>>>("salt")? {
+            // Intact: recompute from the content, so that an edited field shows.
+            Some(salt) if r.get::<_, i64>("erased")? == 0 => audit::salted_digest(&salt, receipt_content(r)?.as_bytes()),
+            // Erased: only the links can be checked.
+            _ => stored,
+        };
+        links.push(Link { seq: r.get("seq")?, content_digest: digest, prev_hash: hex32(&r.get::<_, Vec<u8>>("prev_hash")?)?, hash: hex32(&r.get::<_, Vec<u8>>("hash")?)? });
+    }
+    Ok(chain_report(audit::verify(links)))
+}
+
+fn chain_report(r: std::result::Result<audit::Verified, audit::ChainBreak>) -> ChainReport {
+    match r {
+        Ok(v) => ChainReport { entries: v.entries, head: hex::encode(v.head), broken: None },
+        Err(e) => ChainReport { entries: 0, head: String::new(), broken: Some(e.to_string()) },
+    }
+}
+
+// ------------------------------------------------------------------------------ audit
+
+fn audit_content(at: i64, actor: &str, action: &str, subject: Option<&str>, detail: &str) -> String {
+    format!("{at}\u{1f}{actor}\u{1f}{action}\u{1f}{}\u{1f}{detail}", subject.unwrap_or(""))
+}
+
+pub(super) fn append_audit(conn: &Connection, entries: &[AuditEntry], now: i64) -> Result<Vec<i64>> {
+    let (mut prev, mut seq): ([u8; 32], i64) = conn
+        .query_row("SELECT hash, seq FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))
+        .optional()?
+        .map(|(h, s)| hex32(&h).map(|h| (h, s)))
+        .transpose()?
+        .unwrap_or((audit::GENESIS, 0));
+    let mut out = Vec::with_capacity(entries.len());
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO audit_log(seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for e in entries {
+        seq += 1;
+        let subject = e.subject.map(|p| p.to_string());
+        let detail = e.detail.to_string();
+        let digest = audit::digest(audit_content(now, &e.actor, &e.action, subject.as_deref(), &detail).as_bytes());
+        let hash = audit::link(&prev, seq, &digest);
+        insert.execute(params![seq, now, e.actor, e.action, subject, detail, &prev[..], &hash[..]])?;
+        prev = hash;
+        out.push(seq);
+    }
+    Ok(out)
+}
+
+pub(super) fn audit_list(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at, actor, action, subject, detail, hash FROM audit_log
+         WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action = ?2 OR action LIKE ?2 || '.%') AND (?3 IS NULL OR subject = ?3)
+           AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5) AND (?6 IS NULL OR seq < ?6)
+         ORDER BY seq DESC LIMIT ?7",
+    )?;
+    let rows = stmt.query_map(
+        params![f.actor, f.action, f.subject.map(|p| p.to_string()), f.since, f.until, f.before, f.limit.clamp(1, 1000) as i64],
+        |r| {
+            Ok(AuditView {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                subject: r.get(4)?,
+                detail: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(Value::Null),
+                hash: hex::encode(r.get::<_, Vec<u8>>(6)?),
+            })
+        },
+    )?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+pub(super) fn verify_audit(conn: &Connection) -> Result<ChainReport> {
+    let mut stmt = conn.prepare("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    let mut links = Vec::new();
+    while let Some(r) = rows.next()? {
+        let content = audit_content(r.get(1)?, &r.get::<_, String>(2)?, &r.get::<_, String>(3)?, r.get::<_, Option<String>>(4)?.as_deref(), &r.get::<_, String>(5)?);
+        links.push(Link {
+            seq: r.get(0)?,
+            content_digest: audit::digest(content.as_bytes()),
+            prev_hash: hex32(&r.get::<_, Vec<u8>>(6)?)?,
+            hash: hex32(&r.get::<_, Vec<u8>>(7)?)?,
+        });
+    }
+    Ok(chain_report(audit::verify(links)))
+}
+
+// ------------------------------------------------------------------------------ minimisation
+
+pub(super) fn add_drops(conn: &Connection, source_id: i64, drops: &[(DropKey, u64)], now: i64) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO minimisation_counts(source_id, event, field, reason, count, first_at, last_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+         ON CONFLICT(source_id, event, field, reason) DO UPDATE SET count = count + excluded.count, last_at = excluded.last_at",
+    )?;
+    for (k, n) in drops {
+        stmt.execute(params![source_id, k.event, k.field, k.reason, *n as i64, now])?;
+    }
+    Ok(())
+}
+
+pub(super) fn minimisation(conn: &Connection) -> Result<Vec<MinimisationRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.name, m.event, m.field, m.reason, m.count, m.first_at, m.last_at FROM minimisation_counts m
+         JOIN sources s ON s.id = m.source_id ORDER BY m.count DESC, s.name, m.event, m.field",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(MinimisationRow { source: r.get(0)?, event: r.get(1)?, field: r.get(2)?, reason: r.get(3)?, count: r.get(4)?, first_at: r.get(5)?, last_at: r.get(6)? })
+    })?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+// ------------------------------------------------------------------------------ rights requests
+
+fn dsr_row(r: &Row<'_>) -> rusqlite::Result<DsrView> {
+    let kind: String = r.get(2)?;
+    let deadline: i64 = r.get(8)?;
+    let completed: Option<i64> = r.get(9)?;
+    Ok(DsrView {
+        id: r.get(0)?,
+        receipt_id: r.get(1)?,
+        kind: DsrKind::from_name(&kind).unwrap_or(DsrKind::Access),
+        status: r.get(3)?,
+        profile: r.get::<_, Option<i64>>(4)?.map(|p| ProfileId(p).to_string()),
+        subject_ref: r.get(5)?,
+        actor: r.get(6)?,
+        channel: r.get(10)?,
+        requested_at: r.get(7)?,
+        deadline,
+        completed_at: completed,
+        overdue: completed.is_none() && super::now_millis() > deadline,
+        detail: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or(Value::Null),
+    })
+}
+
+const DSR_COLUMNS: &str = "id, receipt_id, kind, status, profile_id, subject_ref, actor, requested_at, deadline, completed_at, channel, detail FROM dsr_requests";
+
+pub(super) fn dsr_get(conn: &Connection, id: i64) -> Result<Option<DsrView>> {
+    Ok(conn.prepare_cached(&format!("SELECT {DSR_COLUMNS} WHERE id = ?1"))?.query_row([id], dsr_row).optional()?)
+}
+
+pub(super) fn dsr_list(conn: &Connection, open_only: bool, limit: usize) -> Result<Vec<DsrView>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {DSR_COLUMNS} WHERE (?1 = 0 OR completed_at IS NULL) ORDER BY id DESC LIMIT ?2"))?;
+    let rows = stmt.query_map(params![open_only as i64, limit.clamp(1, 1000) as i64], dsr_row)?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+pub(super) fn dsr_create(conn: &Connection, d: &DsrInput) -> Result<DsrView> {
+    conn.prepare_cached(
+        "INSERT INTO dsr_requests(receipt_id, kind, status, profile_id, subject_ref, actor, channel, requested_at, deadline)
+         VALUES (?1, ?2, 'received', ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![random_id("dsr"), d.kind.as_str(), d.profile.map(|p| p.0), d.subject_ref, d.actor, d.channel, d.requested_at, d.requested_at + DSR_DEADLINE_MS])?;
+    dsr_get(conn, conn.last_insert_rowid())?.ok_or(StoreError::NotFound("request"))
+}
+
+pub(super) fn dsr_finish(conn: &Connection, id: i64, status: &str, detail: &Value, now: i64) -> Result<DsrView> {
+    let n = conn
+        .prepare_cached("UPDATE dsr_requests SET status = ?1, detail = ?2, completed_at = ?3 WHERE id = ?4 AND completed_at IS NULL")?
+        .execute(params![status, detail.to_string(), now, id])?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!("request {id} does not exist or is already closed")));
+    }
+    dsr_get(conn, id)?.ok_or(StoreError::NotFound("request"))
+}
+
+pub(super) fn requests_of(conn: &Connection, root: i64) -> Result<Vec<DsrView>> {
+    let mut stmt = conn.prepare_cached(&format!("{MEMBERS} SELECT {DSR_COLUMNS} WHERE profile_id IN m ORDER BY id"))?;
+    let rows = stmt.query_map([root], dsr_row)?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+// ------------------------------------------------------------------------------ restriction, rectification
+
+pub(super) fn set_restricted(conn: &Connection, id: i64, on: bool, actor: &str, now: i64) -> Result<bool> {
+    let root = root_of(conn, id)?.ok_or(StoreError::NotFound("profile"))?;
+    let n = if on {
+        let already: bool = conn
+            .prepare_cached(&format!("{MEMBERS} SELECT EXISTS(SELECT 1 FROM subject_flags WHERE profile_id IN m)"))?
+            .query_row([root], |r| r.get(0))?;
+        if already {
+            0
+        } else {
+            conn.prepare_cached("INSERT INTO subject_flags(profile_id, restricted_at, restricted_by) VALUES (?1, ?2, ?3)")?.execute(params![root, now, actor])?
+        }
+    } else {
+        conn.prepare_cached(&format!("{MEMBERS} DELETE FROM subject_flags WHERE profile_id IN m"))?.execute([root])?
+    };
+    Ok(n > 0)
+}
+
+pub(super) fn restriction(conn: &Connection, root: i64) -> Result<Option<(i64, String)>> {
+    Ok(conn
+        .prepare_cached(&format!("{MEMBERS} SELECT restricted_at, restricted_by FROM subject_flags WHERE profile_id IN m LIMIT 1"))?
+        .query_row([root], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// Sets (or, with `None`, removes) a trait on the live profile, with the rights desk as its
+/// source and the request as its provenance. The new value wins over older ones by time.
+pub(super) fn rectify(conn: &Connection, id: i64, key: &str, value: Option<&Value>, dsr: i64, now: i64) -> Result<()> {
+    let root = root_of(conn, id)?.ok_or(StoreError::NotFound("profile"))?;
+    let source: i64 = conn.query_row("SELECT id FROM sources WHERE name = '(rights desk)'", [], |r| r.get(0))?;
+    match value {
+        Some(v) => {
+            // The tree's other rows for the key lose to the new one by time; remove them so
+            // that the old value is not kept either.
+            conn.prepare_cached(&format!("{MEMBERS} DELETE FROM traits WHERE profile_id IN m AND key = ?2"))?.execute(params![root, key])?;
+            conn.prepare_cached("INSERT INTO traits(profile_id, key, value, ts, source_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                .execute(params![root, key, v.to_string(), now, source, format!("dsr-{dsr}")])?;
+        }
+        None => {
+            conn.prepare_cached(&format!("{MEMBERS} DELETE FROM traits WHERE profile_id IN m AND key = ?2"))?.execute(params![root, key])?;
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------ erasure
+
+pub(super) fn erase(conn: &Connection, req: &ErasureRequest, now: i64) -> Result<ErasureReport> {
+    let root = root_of(conn, req.profile.0)?.ok_or(StoreError::NotFound("profile"))?;
+    let mut report = ErasureReport::default();
+    let mut stmt = conn.prepare_cached(&format!("{MEMBERS} SELECT kind, value FROM identities WHERE profile_id IN m"))?;
+    report.identifiers =
+        stmt.query_map([root], |r| Ok(Identifier::new(kind_of(r.get(0)?), r.get::<_, String>(1)?)))?.collect::<std::result::Result<_, _>>()?;
+    let run = |sql: &str| -> Result<u64> { Ok(conn.prepare_cached(&format!("{MEMBERS} {sql}"))?.execute([root])? as u64) };
+    // The keys first: whatever else may survive somewhere (a backup) cannot be decrypted.
+    report.keys_destroyed = run("DELETE FROM subject_keys WHERE profile_id IN m")?;
+    report.events = run("DELETE FROM events WHERE profile_id IN m")?;
+    report.traits = run("DELETE FROM traits WHERE profile_id IN m")?;
+    report.identities = run("DELETE FROM identities WHERE profile_id IN m")?;
+    report.conflicts = run("DELETE FROM identity_conflicts WHERE profile_id IN m")?;
+    run("UPDATE identity_conflicts SET other_id = NULL WHERE other_id IN m")?;
+    run("DELETE FROM merge_blocks WHERE profile_a IN m OR profile_b IN m")?;
+    report.merges = run("DELETE FROM merges WHERE into_profile IN m OR from_profile IN m")?;
+    report.receipts_cleared = run(
+        "UPDATE consent_receipts SET profile_id = NULL, identifier_kind = NULL, identifier = NULL, evidence = NULL, salt = NULL, erased = 1
+         WHERE profile_id IN m",
+    )?;
+    run("DELETE FROM subject_flags WHERE profile_id IN m")?;
+    run("UPDATE dsr_requests SET profile_id = NULL WHERE profile_id IN m")?;
+    report.profiles = run("DELETE FROM profiles WHERE id IN m")?;
+    if req.tombstones {
+        let mut ins = conn.prepare_cached(
+            "INSERT INTO tombstones(hash, erased_at, suppress) VALUES (?1, ?2, ?3)
+             ON CONFLICT(hash) DO UPDATE SET suppress = max(suppress, excluded.suppress), erased_at = excluded.erased_at",
+        )?;
+        for id in &report.identifiers {
+            ins.execute(params![&audit::identifier_hash(&req.tombstone_key, id.kind, &id.value)[..], now, req.suppress as i64])?;
+            report.tombstones += 1;
+        }
+    }
+    let detail = serde_json::to_value(&report).unwrap_or(Value::Null);
+    if let Some(dsr) = req.dsr {
+        dsr_finish(conn, dsr, "completed", &detail, now)?;
+    }
+    let mut entry = req.audit.clone();
+    entry.subject = Some(ProfileId(root));
+    if let Value::Object(m) = &mut entry.detail {
+        m.insert("removed".into(), detail);
+    }
+    append_audit(conn, &[entry], now)?;
+    Ok(report)
+}
+
+/// After a backup is restored: erases again every subject holding an identifier that has a
+/// tombstone. Returns the subjects erased.
+pub(super) fn reapply_tombstones(conn: &Connection, key: &[u8; 32], actor: &str, now: i64) -> Result<u64> {
+    let stones: std::collections::HashSet<Vec<u8>> =
+        conn.prepare("SELECT hash FROM tombstones")?.query_map([], |r| r.get(0))?.collect::<std::result::Result<_, _>>()?;
+    if stones.is_empty() {
+        return Ok(0);
+    }
+    let mut hits = Vec::new();
+    let mut stmt = conn.prepare("SELECT kind, value, profile_id FROM identities")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let kind: IdKind = kind_of(r.get(0)?);
+        let value: String = r.get(1)?;
+        if stones.contains(&audit::identifier_hash(key, kind, &value)[..]) {
+            hits.push(r.get::<_, i64>(2)?);
+        }
+    }
+    drop(rows);
+    let mut erased = 0;
+    for p in hits {
+        if root_of(conn, p)?.is_none() {
+            continue;
+        }
+        let req = ErasureRequest {
+            profile: ProfileId(p),
+            tombstone_key: *key,
+            suppress: false,
+            tombstones: false,
+            dsr: None,
+            audit: AuditEntry { actor: actor.to_owned(), action: "dsr.erasure.reapplied".into(), subject: None, detail: serde_json::json!({}) },
+        };
+        erase(conn, &req, now)?;
+        erased += 1;
+    }
+    Ok(erased)
+}
+
+pub(super) fn tombstone_hashes(conn: &Connection, suppress_only: bool) -> Result<Vec<[u8; 32]>> {
+    let mut stmt = conn.prepare_cached("SELECT hash FROM tombstones WHERE ?1 = 0 OR suppress = 1")?;
+    let rows = stmt.query_map([suppress_only as i64], |r| r.get::<_, Vec<u8>>(0))?;
+    rows.map(|r| hex32(&r?)).collect()
+}
+
+// ------------------------------------------------------------------------------ export
+
+pub(super) fn export(conn: &Connection, id: i64) -> Result<SubjectExport> {
+    let profile = super::read::profile(conn, id)?.ok_or(StoreError::NotFound("profile"))?;
+    let root = profile.id.0;
+    let mut events = Vec::new();
+    let mut stmt = conn.prepare_cached(&format!("{MEMBERS} SELECT seq, ts, body FROM events WHERE profile_id IN m ORDER BY ts, seq"))?;
+    let mut rows = stmt.query([root])?;
+    while let Some(r) = rows.next()? {
+        events.push(crate::EventView {
+            seq: r.get(0)?,
+            timestamp: r.get(1)?,
+            body: crate::RawValue::from_string(r.get(2)?).map_err(|e| StoreError::Conflict(format!("stored event is not JSON: {e}")))?,
+        });
+    }
+    Ok(SubjectExport {
+        receipts: receipts(conn, root)?,
+        merges: super::read::merges(conn, root)?,
+        conflicts: super::read::conflicts(conn, root)?,
+        restricted: restriction(conn, root)?,
+        requests: requests_of(conn, root)?,
+        profile,
+        events,
+    })
+}
+
+// ------------------------------------------------------------------------------ retention
+
+/// Live profiles (roots) after `after`, in id order, with their last activity and record.
+pub(super) fn retention_batch(conn: &Connection, after: i64, limit: usize) -> Result<Vec<(i64, i64, SubjectRecord)>> {
+    let roots: Vec<(i64, i64)> = conn
+        .prepare_cached("SELECT id, created_at FROM profiles WHERE merged_into IS NULL AND id > ?1 ORDER BY id LIMIT ?2")?
+        .query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    let mut last = conn.prepare_cached(&format!("{MEMBERS} SELECT max(ts) FROM events WHERE profile_id IN m"))?;
+    let mut out = Vec::with_capacity(roots.len());
+    for (root, created) in roots {
+        let last_activity: Option<i64> = last.query_row([root], |r| r.get(0))?;
+        out.push((root, last_activity.unwrap_or(created).max(created), subject_record(conn, root)?));
+    }
+    Ok(out)
+}
+
+pub(super) fn apply_retention(
+    conn: &Connection,
+    subjects: &[(i64, i64, RetentionRule)],
+    now: i64,
+    report: &mut RetentionReport,
+) -> Result<()> {
+    const DAY: i64 = 86_400_000;
+    for (root, last_activity, rule) in subjects {
+        report.subjects_examined += 1;
+        if let Some(days) = rule.subject_days {
+            if *last_activity < now - i64::from(days) * DAY {
+                let req = ErasureRequest {
+                    profile: ProfileId(*root),
+                    tombstone_key: [0; 32],
+                    suppress: false,
+                    tombstones: false,
+                    dsr: None,
+                    audit: AuditEntry {
+                        actor: "retention".into(),
+                        action: "retention.erase".into(),
+                        subject: None,
+                        detail: serde_json::json!({"inactive_days": (now - last_activity) / DAY, "limit_days": days}),
+                    },
+                };
+                let r = erase(conn, &req, now)?;
+                report.subjects_erased += 1;
+                report.events_deleted += r.events;
+                continue;
+            }
+        }
+        for (category, days) in &rule.categories {
+            let cutoff = days.map_or(i64::MAX, |d| now - i64::from(d) * DAY);
+            let n = conn
+                .prepare_cached(&format!("{MEMBERS} DELETE FROM events WHERE profile_id IN m AND category = ?2 AND ts < ?3"))?
+                .execute(params![root, category, cutoff])? as u64;
+            if n > 0 {
+                report.events_deleted += n;
+                *report.events_by_category.entry(category.clone()).or_default() += n;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------ register
+
+pub(super) fn register_counts(conn: &Connection, trait_categories: &BTreeMap<String, String>) -> Result<RegisterCounts> {
+    let mut c = RegisterCounts {
+        subjects: conn.query_row("SELECT count(*) FROM profiles WHERE merged_into IS NULL", [], |r| r.get::<_, i64>(0))? as u64,
+        receipts: conn.query_row("SELECT count(*) FROM consent_receipts WHERE erased = 0", [], |r| r.get::<_, i64>(0))? as u64,
+        requests: conn.query_row("SELECT count(*) FROM dsr_requests", [], |r| r.get::<_, i64>(0))? as u64,
+        ..Default::default()
+    };
+    // Subjects (live roots) per event category and per trait category.
+    let root_of_profile = |p: i64| -> Result<Option<i64>> { root_of(conn, p) };
+    let mut per_cat: BTreeMap<String, std::collections::HashSet<i64>> = BTreeMap::new();
+    let mut stmt = conn.prepare("SELECT DISTINCT category, profile_id FROM events WHERE category IS NOT NULL")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        if let Some(root) = root_of_profile(r.get(1)?)? {
+            per_cat.entry(r.get(0)?).or_default().insert(root);
+        }
+    }
+    drop(rows);
+    let mut stmt = conn.prepare("SELECT DISTINCT key, profile_id FROM traits")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let key: String = r.get(0)?;
+        if let (Some(cat), Some(root)) = (trait_categories.get(&key), root_of_profile(r.get(1)?)?) {
+            per_cat.entry(cat.clone()).or_default().insert(root);
+        }
+    }
+    drop(rows);
+    c.subjects_by_category = per_cat.into_iter().map(|(k, v)| (k, v.len() as u64)).collect();
+    let mut stmt = conn.prepare("SELECT s.name, count(e.seq) FROM sources s LEFT JOIN events e ON e.source_id = s.id GROUP BY s.id ORDER BY s.name")?;
+    c.events_by_source = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<std::result::Result<_, _>>()?;
+    Ok(c)
+}
