@@ -4,103 +4,10 @@
 use std::io::Write;
 use std::time::Duration;
 
-use confidant_core::config::{self, Config};
-use confidant_service::keys::MasterKey;
-use confidant_service::App;
-use confidant_store::{SqliteOptions, Store};
+mod common;
+
+use common::*;
 use serde_json::{json, Value};
-
-const WRITE_KEY: &str = "wk_test_0123456789abcdef";
-const ADMIN_KEY: &str = "ak_test_0123456789abcdef";
-const ANALYST_KEY: &str = "ak_analyst_0123456789abcdef";
-
-struct TestApp {
-    base: String,
-    client: reqwest::Client,
-    app: App,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn spawn_app_with(extra: &str) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-        data_dir = "{}"
-        [server]
-        listen = "127.0.0.1:0"
-        [[sources]]
-        name = "web"
-        write_key = "{WRITE_KEY}"
-        [[api_keys]]
-        name = "ops"
-        key = "{ADMIN_KEY}"
-        role = "admin"
-        [[api_keys]]
-        name = "analytics"
-        key = "{ANALYST_KEY}"
-        role = "analyst"
-        {extra}
-        # Test events, declared like a shop declares its own.
-        [privacy.plan.events.X]
-        category = "user.behavior.browsing_history"
-        [privacy.plan.events.Y]
-        category = "user.behavior.browsing_history"
-        [privacy.plan.events.E]
-        category = "user.behavior.browsing_history"
-        [privacy.plan.events.Clicked]
-        category = "user.behavior.browsing_history"
-        "#,
-        dir.path().display()
-    );
-    let config: Config = config::load(&text, Vec::new()).unwrap().config;
-    let store = Store::open_sqlite(
-        &dir.path().join("confidant.db"),
-        SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules() },
-    )
-    .unwrap();
-    let app = App::new(config, store, MasterKey::from_bytes([7; 32])).await.unwrap();
-    let server = confidant_http::Server::bind(app.clone()).await.unwrap();
-    let base = format!("http://{}", server.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    TestApp { base, client: reqwest::Client::new(), app, _dir: dir, _stop: stop }
-}
-
-async fn spawn_app() -> TestApp {
-    spawn_app_with("").await
-}
-
-impl TestApp {
-    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        self.client.post(format!("{}{path}", self.base)).basic_auth(WRITE_KEY, Some("")).json(&body).send().await.unwrap()
-    }
-    async fn post_raw(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut r = self.client.post(format!("{}{path}", self.base)).body(body);
-        for (k, v) in headers {
-            r = r.header(*k, *v);
-        }
-        r.send().await.unwrap()
-    }
-    async fn api(&self, path: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.base)).bearer_auth(ADMIN_KEY).send().await.unwrap()
-    }
-    async fn api_json(&self, path: &str) -> Value {
-        let r = self.api(path).await;
-        assert_eq!(r.status(), 200, "{path}");
-        r.json().await.unwrap()
-    }
-    async fn events_stored(&self) -> i64 {
-        self.app.store().totals().await.unwrap().events
-    }
-    async fn profile_by(&self, q: &str) -> Value {
-        let v = self.api_json(&format!("/api/profiles?{q}")).await;
-        assert_eq!(v["profiles"].as_array().unwrap().len(), 1, "{q}: {v}");
-        v["profiles"][0].clone()
-    }
-}
 
 fn track(id: &str, anon: &str) -> Value {
     json!({"type": "track", "event": "Product Viewed", "anonymousId": anon, "messageId": id, "properties": {"product_id": "P1"}})

@@ -378,7 +378,11 @@ impl Sqlite {
     }
 
     pub(crate) async fn rectify(&self, id: ProfileId, key: String, value: Option<serde_json::Value>, dsr: i64, audit: AuditEntry) -> Result<()> {
-        self.exec(ExecFlags::default(), move |c, _| {
+        if key.contains('"') || key.contains('\\') {
+            return Err(StoreError::Invalid("a trait key cannot hold quotes or backslashes".into()));
+        }
+        // The old value is gone from the WAL too, as after an erasure.
+        self.exec(ExecFlags { changes_identities: false, truncate_wal: true }, move |c, _| {
             let now = now_millis();
             privacy::rectify(c, id.0, &key, value.as_ref(), dsr, now)?;
             privacy::append_audit(c, &[audit], now)?;

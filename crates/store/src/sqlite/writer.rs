@@ -235,7 +235,8 @@ pub(super) fn run(
             }
         }
     }
-    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+    // A reader may be mid-query (a background refresh): wait for it rather than leave a WAL.
+    if let Err(e) = truncate_wal(&conn) {
         tracing::warn!(error = %e, "final checkpoint failed");
     }
     drop(conn);

@@ -1,0 +1,116 @@
+//! The test harness: the real router on a real socket (port 0), a fresh SQLite database each.
+#![allow(dead_code)]
+
+use confidant_core::config::{self, Config};
+use confidant_service::keys::MasterKey;
+use confidant_service::App;
+use confidant_store::{SqliteOptions, Store};
+use serde_json::Value;
+
+pub const WRITE_KEY: &str = "wk_test_0123456789abcdef";
+pub const ADMIN_KEY: &str = "ak_test_0123456789abcdef";
+pub const ANALYST_KEY: &str = "ak_analyst_0123456789abcdef";
+pub const MARKETER_KEY: &str = "ak_marketer_0123456789abcdef";
+pub const DPO_KEY: &str = "ak_dpo_0123456789abcdef";
+pub const WRITE_ROLE_KEY: &str = "ak_write_0123456789abcdef";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub app: App,
+    pub dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn spawn_app_with(extra: &str) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+        data_dir = "{}"
+        [server]
+        listen = "127.0.0.1:0"
+        [[sources]]
+        name = "web"
+        write_key = "{WRITE_KEY}"
+        [[api_keys]]
+        name = "ops"
+        key = "{ADMIN_KEY}"
+        role = "admin"
+        [[api_keys]]
+        name = "analytics"
+        key = "{ANALYST_KEY}"
+        role = "analyst"
+        [[api_keys]]
+        name = "campaigns"
+        key = "{MARKETER_KEY}"
+        role = "marketer"
+        [[api_keys]]
+        name = "dpo"
+        key = "{DPO_KEY}"
+        role = "dpo"
+        [[api_keys]]
+        name = "pipeline"
+        key = "{WRITE_ROLE_KEY}"
+        role = "write"
+        {extra}
+        # Test events, declared like a shop declares its own.
+        [privacy.plan.events.X]
+        category = "user.behavior.browsing_history"
+        [privacy.plan.events.Y]
+        category = "user.behavior.browsing_history"
+        [privacy.plan.events.E]
+        category = "user.behavior.browsing_history"
+        [privacy.plan.events.Clicked]
+        category = "user.behavior.browsing_history"
+        "#,
+        dir.path().display()
+    );
+    let config: Config = config::load(&text, Vec::new()).unwrap().config;
+    let store = Store::open_sqlite(
+        &dir.path().join("confidant.db"),
+        SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules() },
+    )
+    .unwrap();
+    let app = App::new(config, store, MasterKey::from_bytes([7; 32])).await.unwrap();
+    let server = confidant_http::Server::bind(app.clone()).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    TestApp { base, client: reqwest::Client::new(), app, dir, _stop: stop }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with("").await
+}
+
+impl TestApp {
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client.post(format!("{}{path}", self.base)).basic_auth(WRITE_KEY, Some("")).json(&body).send().await.unwrap()
+    }
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut r = self.client.post(format!("{}{path}", self.base)).body(body);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send().await.unwrap()
+    }
+    pub async fn api(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.base)).bearer_auth(ADMIN_KEY).send().await.unwrap()
+    }
+    pub async fn api_json(&self, path: &str) -> Value {
+        let r = self.api(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
+    }
+    pub async fn events_stored(&self) -> i64 {
+        self.app.store().totals().await.unwrap().events
+    }
+    pub async fn profile_by(&self, q: &str) -> Value {
+        let v = self.api_json(&format!("/api/profiles?{q}")).await;
+        assert_eq!(v["profiles"].as_array().unwrap().len(), 1, "{q}: {v}");
+        v["profiles"][0].clone()
+    }
+}
+
