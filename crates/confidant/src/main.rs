@@ -111,7 +111,7 @@ pub(crate) async fn open_app(config: Config) -> Result<App> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
     let db = config.data_dir.join("confidant.db");
     let key = MasterKey::load(&config)?;
-    let options = SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules() };
+    let options = SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules(), master_key: *key.bytes() };
     let store = tokio::task::spawn_blocking(move || Store::open_sqlite(&db, options)).await?.context("cannot open the database")?;
     Ok(App::new(config, store, key).await?)
 }

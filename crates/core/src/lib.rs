@@ -8,6 +8,7 @@
 //! - [`config`]: the typed configuration, decoded with every problem reported at once.
 //! - [`privacy`]: purposes, categories, the tracking plan; minimisation and lawfulness.
 //! - [`audit`]: the hash chain shared by the audit log and the consent ledger.
+//! - [`crypto`]: AES-256-GCM sealing of sensitive values under per-subject keys.
 //!
 //! This crate does no IO: no files, no sockets, no clock reads except where a caller passes
 //! "now" in. It knows nothing of SQL, HTTP or the command line.
@@ -18,4 +19,5 @@ pub mod ids;
 pub mod message;
 pub mod privacy;
 pub mod audit;
+pub mod crypto;
 pub mod time;

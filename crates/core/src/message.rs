@@ -186,17 +186,58 @@ pub struct SealedMessage {
     pub envelope: Envelope,
     /// Trait keys and their values as JSON text.
     pub traits: Vec<(String, String)>,
-    /// The stored form of the message, as JSON text.
+    /// The stored form of the message, as JSON text. Values to encrypt are replaced by
+    /// placeholders (see `encrypted`).
     pub body: String,
+    /// Values to encrypt under the subject's key before storing: (the placeholder as it
+    /// appears in `body`, JSON text included quotes; the value's JSON text).
+    pub encrypted: Vec<(String, String)>,
+    /// Trait keys whose values are to be encrypted.
+    pub encrypted_traits: Vec<String>,
+}
+
+/// Where a field sits in a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Traits,
+    ContextTraits,
+    Properties,
 }
 
 impl ParsedMessage {
     /// Serialises the message for storage. Call after the privacy gate.
     pub fn seal(self) -> SealedMessage {
+        self.seal_with(&[], "")
+    }
+
+    /// Serialises the message, setting aside the listed fields for encryption by the store
+    /// (which alone knows the subject, hence the key). `token` makes placeholders unguessable,
+    /// so that no client can plant one.
+    pub fn seal_with(mut self, encrypt: &[(Section, String)], token: &str) -> SealedMessage {
+        let mut encrypted = Vec::new();
+        let mut encrypted_traits = Vec::new();
+        for (i, (section, key)) in encrypt.iter().enumerate() {
+            let obj = match section {
+                Section::Traits => self.body.get_mut("traits"),
+                Section::ContextTraits => self.body.get_mut("context").and_then(|c| c.get_mut("traits")),
+                Section::Properties => self.body.get_mut("properties"),
+            };
+            if let Some(v) = obj.and_then(|o| o.get_mut(key.as_str())) {
+                let placeholder = format!("\u{1}enc:{token}:{i}\u{1}");
+                let plain = v.to_string();
+                *v = Value::String(placeholder.clone());
+                encrypted.push((Value::String(placeholder).to_string(), plain));
+            }
+            if *section != Section::Properties && self.traits.contains_key(key) && !encrypted_traits.contains(key) {
+                encrypted_traits.push(key.clone());
+            }
+        }
         SealedMessage {
             envelope: self.envelope,
             traits: self.traits.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
             body: Value::Object(self.body).to_string(),
+            encrypted,
+            encrypted_traits,
         }
     }
 }

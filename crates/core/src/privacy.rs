@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::config::Problem;
 use crate::ids::IdKind;
-use crate::message::{MessageType, ParsedMessage, RejectReason, Rejection};
+use crate::message::{MessageType, ParsedMessage, RejectReason, Rejection, Section};
 use crate::time::Millis;
 
 /// The default privacy configuration of a typical online shop.
@@ -660,6 +660,38 @@ impl Policy {
             }
         }
         RetentionDecision { subject_days, categories }
+    }
+
+    /// The category of a property of an event, `inherit` resolved.
+    pub fn property_category(&self, kind: MessageType, event: Option<&str>, key: &str) -> Option<&str> {
+        let plan = self.event_plan(kind, event);
+        let declared = plan.and_then(|e| e.properties.get(key)).or_else(|| self.config.plan.properties.get(key))?;
+        if declared == INHERIT {
+            plan.map(|e| e.category.as_str())
+        } else {
+            Some(declared.as_str())
+        }
+    }
+
+    /// The fields of a (minimised) message to encrypt at rest: those of special or `encrypt`
+    /// categories.
+    pub fn encrypted_fields(&self, m: &ParsedMessage) -> Vec<(Section, String)> {
+        let mut out = Vec::new();
+        let kind = m.envelope.kind;
+        let traits_plan = if kind == MessageType::Group { &self.config.plan.group_traits } else { &self.config.plan.traits };
+        let mut check = |section: Section, obj: Option<&Value>, lookup: &dyn Fn(&str) -> Option<String>| {
+            if let Some(Value::Object(o)) = obj {
+                for k in o.keys() {
+                    if lookup(k).is_some_and(|c| self.is_encrypted(&c)) {
+                        out.push((section, k.clone()));
+                    }
+                }
+            }
+        };
+        check(Section::Traits, m.body.get("traits"), &|k| traits_plan.get(k).cloned());
+        check(Section::ContextTraits, m.body.get("context").and_then(|c| c.get("traits")), &|k| self.config.plan.traits.get(k).cloned());
+        check(Section::Properties, m.body.get("properties"), &|k| self.property_category(kind, m.envelope.event.as_deref(), k).map(str::to_owned));
+        out
     }
 
     /// Minimisation at the door: drops every field the plan does not declare or that no

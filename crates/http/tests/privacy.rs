@@ -476,3 +476,40 @@ async fn every_role_on_every_endpoint() {
     }
     assert!(a.contains("\"pseudonymised\":true") && e.contains("SKU-9"), "{a} {e}");
 }
+
+#[tokio::test]
+async fn sensitive_fields_are_encrypted_at_rest_and_erasure_destroys_the_key() {
+    let t = spawn_app().await;
+    let r = t
+        .post("/v1/identify", json!({"userId": "hal-1", "traits": {"email": "hal@example.fr", "birthday": "1987-03-14", "firstName": "Hal"}}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let order = json!({"userId": "hal-1", "event": "Order Completed", "properties": {"order_id": "o-hal", "payment_method": "VISA-MARK-4242"}});
+    assert_eq!(t.post("/v1/track", order).await.status(), 200);
+    // Readable through the API...
+    let p = t.profile_by("user_id=hal-1").await;
+    assert_eq!(p["traits"]["birthday"], "1987-03-14");
+    let id = p["id"].as_str().unwrap().to_owned();
+    let events = t.api_json(&format!("/api/profiles/{id}/events")).await;
+    assert!(events.to_string().contains("VISA-MARK-4242"), "{events}");
+    // ...but on disk only as ciphertext, while plain fields are there (the scan works).
+    assert!(t.scan(&["1987-03-14", "VISA-MARK-4242"]).is_empty(), "sensitive values on disk in clear");
+    assert!(!t.scan(&["hal@example.fr"]).is_empty());
+    let db = rusqlite::Connection::open(t.dir.path().join("confidant.db")).unwrap();
+    let stored: String = db.query_row("SELECT value FROM traits WHERE key = 'birthday'", [], |r| r.get(0)).unwrap();
+    assert!(stored.contains("\"$enc\""), "{stored}");
+    let keys: i64 = db.query_row("SELECT count(*) FROM subject_keys", [], |r| r.get(0)).unwrap();
+    assert_eq!(keys, 1);
+    // The export decrypts; a rectified sensitive value is encrypted too.
+    let (_, x) = t.dpo("POST", "/api/dsr", Some(json!({"kind": "access", "identifier": "user_id:hal-1"}))).await;
+    assert!(x["export"]["traits"].as_array().unwrap().iter().any(|t| t["key"] == "birthday" && t["value"] == "1987-03-14"));
+    let (s, _) = t.dpo("POST", "/api/dsr", Some(json!({"kind": "rectification", "identifier": "user_id:hal-1", "traits": {"birthday": "1987-04-14"}}))).await;
+    assert_eq!(s, 200);
+    assert_eq!(t.profile_by("user_id=hal-1").await["traits"]["birthday"], "1987-04-14");
+    assert!(t.scan(&["1987-04-14", "1987-03-14"]).is_empty());
+    // Erasure destroys the key.
+    let (_, r) = t.dpo("POST", "/api/dsr", Some(json!({"kind": "erasure", "identifier": "user_id:hal-1"}))).await;
+    assert_eq!(r["erasure"]["keys_destroyed"], 1, "{r}");
+    let keys: i64 = db.query_row("SELECT count(*) FROM subject_keys", [], |r| r.get(0)).unwrap();
+    assert_eq!(keys, 0);
+}

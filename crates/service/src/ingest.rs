@@ -74,7 +74,10 @@ impl App {
         for (index, raw) in req.messages.iter().enumerate() {
             let parsed = parse_message(raw, &ctx).and_then(|m| self.gate(m, req.gpc, req.received_at, &mut drops, &mut consents));
             match parsed {
-                Ok(m) => accepted.push(m.seal()),
+                Ok(m) => {
+                    let encrypt = inner.policy.encrypted_fields(&m);
+                    accepted.push(m.seal_with(&encrypt, &inner.placeholder_token));
+                }
                 Err(r) => rejected.push(RejectedMessage { index, message_id: peek_message_id(raw), reason: r.reason, detail: r.detail }),
             }
         }

@@ -109,6 +109,8 @@ struct AppInner {
     policy: Arc<confidant_core::privacy::Policy>,
     book: privacy::ConsentBook,
     tombstone_key: [u8; 32],
+    /// Random, per process: makes the placeholders of values to encrypt unguessable.
+    placeholder_token: String,
 }
 
 impl App {
@@ -146,6 +148,7 @@ impl App {
                 policy,
                 book: privacy::ConsentBook::default(),
                 tombstone_key: master_key.tombstone_key(),
+                placeholder_token: hex::encode(rand::random::<[u8; 16]>()),
             }),
         };
         app.inner.book.invalidate();

@@ -423,12 +423,14 @@ impl App {
             }
             DsrAction::Rectify { changes } => {
                 for (k, v) in &changes {
+                    let encrypt = self.inner.policy.trait_category(k).is_some_and(|c| self.inner.policy.is_encrypted(c));
                     self.inner
                         .store
                         .rectify(
                             subject.id,
                             k.clone(),
                             v.clone(),
+                            encrypt,
                             request.id,
                             AuditEntry { actor: actor.clone(), action: "dsr.rectification.applied".into(), subject: Some(subject.id), detail: json!({"trait": k, "removed": v.is_none()}) },
                         )

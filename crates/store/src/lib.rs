@@ -45,11 +45,19 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Options of the SQLite backend.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SqliteOptions {
     /// Most messages one transaction commits.
     pub max_commit_messages: usize,
     pub rules: IdentityRules,
+    /// The master key that wraps every subject's data key.
+    pub master_key: [u8; 32],
+}
+
+impl std::fmt::Debug for SqliteOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteOptions").field("max_commit_messages", &self.max_commit_messages).field("master_key", &"<secret>").finish()
+    }
 }
 
 /// One source's accepted messages and the rejections to count, written in one commit.
@@ -311,8 +319,10 @@ impl Store {
     pub async fn set_restricted(&self, id: ProfileId, on: bool, audit: AuditEntry) -> Result<bool> {
         self.backend.set_restricted(id, on, audit).await
     }
-    pub async fn rectify(&self, id: ProfileId, key: String, value: Option<serde_json::Value>, dsr: i64, audit: AuditEntry) -> Result<()> {
-        self.backend.rectify(id, key, value, dsr, audit).await
+    /// Sets or removes a trait (and corrects the stored messages that carried it); `encrypt`
+    /// seals the new value under the subject's key.
+    pub async fn rectify(&self, id: ProfileId, key: String, value: Option<serde_json::Value>, encrypt: bool, dsr: i64, audit: AuditEntry) -> Result<()> {
+        self.backend.rectify(id, key, value, encrypt, dsr, audit).await
     }
     pub async fn export(&self, id: ProfileId) -> Result<SubjectExport> {
         self.backend.export(id).await

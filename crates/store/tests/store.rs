@@ -7,7 +7,7 @@ use confidant_store::{IngestBatch, SqliteOptions, Store, StoreError};
 use serde_json::{json, Value};
 
 fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open_sqlite(&dir.path().join("confidant.db"), SqliteOptions { max_commit_messages: 10_000, rules: IdentityRules::default() }).unwrap()
+    Store::open_sqlite(&dir.path().join("confidant.db"), SqliteOptions { max_commit_messages: 10_000, rules: IdentityRules::default(), master_key: [9; 32] }).unwrap()
 }
 
 fn msg(v: Value) -> SealedMessage {
@@ -187,7 +187,7 @@ async fn data_survives_reopening_and_a_newer_schema_is_refused() {
     let conn = rusqlite::Connection::open(dir.path().join("confidant.db")).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    let err = Store::open_sqlite(&dir.path().join("confidant.db"), SqliteOptions { max_commit_messages: 10, rules: IdentityRules::default() }).err().unwrap();
+    let err = Store::open_sqlite(&dir.path().join("confidant.db"), SqliteOptions { max_commit_messages: 10, rules: IdentityRules::default(), master_key: [9; 32] }).err().unwrap();
     assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
 }
 

@@ -68,7 +68,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
     let config: Config = config::load(&text, Vec::new()).unwrap().config;
     let store = Store::open_sqlite(
         &dir.path().join("confidant.db"),
-        SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules() },
+        SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules(), master_key: [7; 32] },
     )
     .unwrap();
     let app = App::new(config, store, MasterKey::from_bytes([7; 32])).await.unwrap();

@@ -1,5 +1,6 @@
 //! The SQLite backend: one writer thread (group commit), a pool of read connections.
 
+mod crypt;
 mod privacy;
 mod read;
 mod writer;
@@ -152,6 +153,26 @@ fn lower_priority() {
     }
 }
 
+/// A profile with its sealed trait values opened.
+fn open_profile(c: &Connection, master: &[u8; 32], mut p: ProfileView) -> Result<ProfileView> {
+    let mut keys = std::collections::HashMap::new();
+    for t in &mut p.traits {
+        crypt::open_value(c, master, &mut t.value, &mut keys)?;
+    }
+    Ok(p)
+}
+
+fn open_events(c: &Connection, master: &[u8; 32], events: &mut [crate::EventView]) -> Result<()> {
+    let mut keys = std::collections::HashMap::new();
+    for e in events {
+        if e.body.get().contains("\"$enc\"") {
+            let text = crypt::open_text(c, master, e.body.get().to_owned(), &mut keys)?;
+            e.body = crate::RawValue::from_string(text).map_err(|err| StoreError::Conflict(format!("stored event is not JSON: {err}")))?;
+        }
+    }
+    Ok(())
+}
+
 /// Shared with the syncer.
 #[derive(Default)]
 pub(crate) struct SyncState {
@@ -207,6 +228,7 @@ struct Inner {
     gate: Arc<(Mutex<bool>, Condvar)>,
     sync_failed: Arc<SyncState>,
     rules: IdentityRules,
+    master_key: [u8; 32],
 }
 
 #[derive(Clone)]
@@ -222,6 +244,7 @@ impl Sqlite {
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel();
         let rules = options.rules.clone();
+        let master_key = options.master_key;
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let writer_gate = gate.clone();
         let sync_failed = Arc::new(SyncState::default());
@@ -242,6 +265,7 @@ impl Sqlite {
                 gate,
                 sync_failed,
                 rules,
+                master_key,
             }),
         })
     }
@@ -377,14 +401,15 @@ impl Sqlite {
         .await
     }
 
-    pub(crate) async fn rectify(&self, id: ProfileId, key: String, value: Option<serde_json::Value>, dsr: i64, audit: AuditEntry) -> Result<()> {
+    pub(crate) async fn rectify(&self, id: ProfileId, key: String, value: Option<serde_json::Value>, encrypt: bool, dsr: i64, audit: AuditEntry) -> Result<()> {
+        let master = self.inner.master_key;
         if key.contains('"') || key.contains('\\') {
             return Err(StoreError::Invalid("a trait key cannot hold quotes or backslashes".into()));
         }
         // The old value is gone from the WAL too, as after an erasure.
         self.exec(ExecFlags { changes_identities: false, truncate_wal: true }, move |c, _| {
             let now = now_millis();
-            privacy::rectify(c, id.0, &key, value.as_ref(), dsr, now)?;
+            privacy::rectify(c, id.0, &key, value.as_ref(), encrypt.then_some(&master), dsr, now)?;
             privacy::append_audit(c, &[audit], now)?;
             Ok(())
         })
@@ -473,7 +498,14 @@ impl Sqlite {
     }
 
     pub(crate) async fn export(&self, id: ProfileId) -> Result<SubjectExport> {
-        self.read(move |c| privacy::export(c, id.0)).await
+        let master = self.inner.master_key;
+        self.read(move |c| {
+            let mut x = privacy::export(c, id.0)?;
+            x.profile = open_profile(c, &master, x.profile)?;
+            open_events(c, &master, &mut x.events)?;
+            Ok(x)
+        })
+        .await
     }
 
     pub(crate) async fn tombstones(&self, suppress_only: bool) -> Result<Vec<[u8; 32]>> {
@@ -485,15 +517,23 @@ impl Sqlite {
     }
 
     pub(crate) async fn find_profiles(&self, kind: IdKind, value: String) -> Result<Vec<ProfileView>> {
-        self.read(move |c| read::find_profiles(c, kind, &value)).await
+        let master = self.inner.master_key;
+        self.read(move |c| read::find_profiles(c, kind, &value)?.into_iter().map(|p| open_profile(c, &master, p)).collect()).await
     }
 
     pub(crate) async fn profile(&self, id: ProfileId) -> Result<Option<ProfileView>> {
-        self.read(move |c| read::profile(c, id.0)).await
+        let master = self.inner.master_key;
+        self.read(move |c| read::profile(c, id.0)?.map(|p| open_profile(c, &master, p)).transpose()).await
     }
 
     pub(crate) async fn profile_events(&self, id: ProfileId, limit: usize, cursor: Option<EventCursor>) -> Result<EventPage> {
-        self.read(move |c| read::profile_events(c, id.0, limit, cursor)).await
+        let master = self.inner.master_key;
+        self.read(move |c| {
+            let mut page = read::profile_events(c, id.0, limit, cursor)?;
+            open_events(c, &master, &mut page.events)?;
+            Ok(page)
+        })
+        .await
     }
 
     pub(crate) async fn merges(&self, id: ProfileId) -> Result<Vec<MergeView>> {

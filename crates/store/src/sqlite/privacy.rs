@@ -418,15 +418,20 @@ pub(super) fn restriction(conn: &Connection, root: i64) -> Result<Option<(i64, S
 /// Sets (or, with `None`, removes) a trait on the live profile, with the rights desk as its
 /// source and the request as its provenance; the stored messages that carried the key are
 /// corrected too. Trait keys are plan keys (checked by the caller), so they quote safely.
-pub(super) fn rectify(conn: &Connection, id: i64, key: &str, value: Option<&Value>, dsr: i64, now: i64) -> Result<()> {
+pub(super) fn rectify(conn: &Connection, id: i64, key: &str, value: Option<&Value>, encrypt_with: Option<&[u8; 32]>, dsr: i64, now: i64) -> Result<()> {
     let root = root_of(conn, id)?.ok_or(StoreError::NotFound("profile"))?;
+    let stored: Option<String> = match (value, encrypt_with) {
+        (Some(v), Some(master)) => Some(super::crypt::seal_json(&super::crypt::subject_key(conn, master, root)?, root, &v.to_string())),
+        (Some(v), None) => Some(v.to_string()),
+        (None, _) => None,
+    };
     let source: i64 = conn.query_row("SELECT id FROM sources WHERE name = '(rights desk)'", [], |r| r.get(0))?;
     // The tree's other rows for the key would lose to the new one by time; remove them so that
     // the inaccurate value is not kept either.
     conn.prepare_cached(&format!("{MEMBERS} DELETE FROM traits WHERE profile_id IN m AND key = ?2"))?.execute(params![root, key])?;
-    if let Some(v) = value {
+    if let Some(v) = &stored {
         conn.prepare_cached("INSERT INTO traits(profile_id, key, value, ts, source_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .execute(params![root, key, v.to_string(), now, source, format!("dsr-{dsr}")])?;
+            .execute(params![root, key, v, now, source, format!("dsr-{dsr}")])?;
     }
     // The stored messages that carried the inaccurate value are corrected too (Art. 16: the
     // data must be accurate wherever it is kept), in `traits` and `context.traits`.
@@ -435,7 +440,7 @@ pub(super) fn rectify(conn: &Connection, id: i64, key: &str, value: Option<&Valu
             Some(_) => format!("{MEMBERS} UPDATE events SET body = json_set(body, ?2, json(?3)) WHERE profile_id IN m AND json_type(body, ?2) IS NOT NULL"),
             None => format!("{MEMBERS} UPDATE events SET body = json_remove(body, ?2) WHERE profile_id IN m AND json_type(body, ?2) IS NOT NULL AND ?3 IS NULL"),
         };
-        conn.prepare_cached(&sql)?.execute(params![root, path, value.map(|v| v.to_string())])?;
+        conn.prepare_cached(&sql)?.execute(params![root, path, stored])?;
     }
     Ok(())
 }

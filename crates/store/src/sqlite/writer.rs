@@ -192,7 +192,7 @@ pub(super) fn run(
         }
         let started = std::time::Instant::now();
         let mut truncate = false;
-        let mut committed = commit_group(&mut conn, jobs, &options.rules, &mut cache, &mut closing, &mut truncate);
+        let mut committed = commit_group(&mut conn, jobs, &options.rules, &options.master_key, &mut cache, &mut closing, &mut truncate);
         let took = started.elapsed();
         if truncate && committed.commit_error.is_none() {
             // An erasure: copy everything back and empty the WAL, so that no copy of the erased
@@ -353,10 +353,12 @@ struct Committed {
 }
 
 /// Applies and commits one group (without fsync: the syncer does that).
+#[allow(clippy::too_many_arguments)]
 fn commit_group(
     conn: &mut Connection,
     jobs: Vec<Job>,
     rules: &IdentityRules,
+    master: &[u8; 32],
     cache: &mut IdentityCache,
     closing: &mut Option<oneshot::Sender<()>>,
     truncate: &mut bool,
@@ -381,7 +383,7 @@ fn commit_group(
         let mut exec_ok = false;
         let result = tx.savepoint().map_err(StoreError::from).and_then(|mut sp| {
             let out = match job {
-                Job::Ingest(batch, reply) => Done::Ingest(reply, apply_ingest(&sp, &batch, rules, cache, now)),
+                Job::Ingest(batch, reply) => Done::Ingest(reply, apply_ingest(&sp, &batch, rules, cache, now, master)),
                 Job::EnsureSources(names, reply) => Done::Sources(reply, ensure_sources(&sp, &names, now)),
                 Job::Unmerge { id, merge_id, actor, reply } => {
                     cache.clear();
@@ -470,7 +472,7 @@ fn owner_root(conn: &Connection, cache: &mut IdentityCache, kind: IdKind, value:
     Ok(root)
 }
 
-fn apply_ingest(conn: &Connection, batch: &IngestBatch, rules: &IdentityRules, cache: &mut IdentityCache, now: i64) -> Result<IngestReport> {
+fn apply_ingest(conn: &Connection, batch: &IngestBatch, rules: &IdentityRules, cache: &mut IdentityCache, now: i64, master: &[u8; 32]) -> Result<IngestReport> {
     let mut report = IngestReport { duplicate_flags: Vec::with_capacity(batch.messages.len()), ..Default::default() };
     let mut exists = conn.prepare_cached("SELECT 1 FROM events WHERE source_id = ?1 AND message_id = ?2")?;
     for msg in &batch.messages {
@@ -480,7 +482,7 @@ fn apply_ingest(conn: &Connection, batch: &IngestBatch, rules: &IdentityRules, c
             report.duplicates += 1;
             continue;
         }
-        apply_message(conn, batch.source_id, msg, rules, cache, now, &mut report)?;
+        apply_message(conn, batch.source_id, msg, rules, cache, now, &mut report, master)?;
         report.stored += 1;
     }
     let day = now.div_euclid(86_400_000);
@@ -563,6 +565,7 @@ fn blocked_pairs(conn: &Connection, roots: &[i64]) -> Result<HashSet<(i64, i64)>
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_message(
     conn: &Connection,
     source_id: i64,
@@ -571,9 +574,10 @@ fn apply_message(
     cache: &mut IdentityCache,
     now: i64,
     report: &mut IngestReport,
+    master: &[u8; 32],
 ) -> Result<()> {
     let target = resolve_target(conn, source_id, &msg.envelope, rules, cache, now, report)?;
-    store_message(conn, source_id, msg, target)
+    store_message(conn, source_id, msg, target, master)
 }
 
 /// The live profile a message belongs to: found from its identifiers, merging profiles they
@@ -661,11 +665,25 @@ pub(super) fn resolve_target(
     Ok(target)
 }
 
-fn store_message(conn: &Connection, source_id: i64, msg: &SealedMessage, target: i64) -> Result<()> {
+fn store_message(conn: &Connection, source_id: i64, msg: &SealedMessage, target: i64, master: &[u8; 32]) -> Result<()> {
+    // Sensitive values are sealed under the subject's key, now that the subject is known.
+    let key = if msg.encrypted.is_empty() && msg.encrypted_traits.is_empty() { None } else { Some(super::crypt::subject_key(conn, master, target)?) };
+    let sealed_body;
+    let body: &str = match &key {
+        Some(k) if !msg.encrypted.is_empty() => {
+            let mut b = msg.body.clone();
+            for (placeholder, plain) in &msg.encrypted {
+                b = b.replacen(placeholder.as_str(), &super::crypt::seal_json(k, target, plain), 1);
+            }
+            sealed_body = b;
+            &sealed_body
+        }
+        _ => &msg.body,
+    };
     conn.prepare_cached(
         "INSERT INTO events(source_id, message_id, profile_id, type, event, ts, received_at, body, category) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![source_id, msg.envelope.message_id, target, msg.envelope.kind.as_str(), msg.envelope.event, msg.envelope.timestamp, msg.envelope.received_at, msg.body, msg.envelope.category])?;
+    .execute(params![source_id, msg.envelope.message_id, target, msg.envelope.kind.as_str(), msg.envelope.event, msg.envelope.timestamp, msg.envelope.received_at, body, msg.envelope.category])?;
 
     if !msg.traits.is_empty() {
         let mut upsert = conn.prepare_cached(
@@ -674,8 +692,12 @@ fn store_message(conn: &Connection, source_id: i64, msg: &SealedMessage, target:
                  source_id = excluded.source_id, message_id = excluded.message_id
              WHERE excluded.ts >= traits.ts",
         )?;
-        for (key, value) in &msg.traits {
-            upsert.execute(params![target, key, value, msg.envelope.timestamp, source_id, msg.envelope.message_id])?;
+        for (name, value) in &msg.traits {
+            let stored = match &key {
+                Some(k) if msg.encrypted_traits.contains(name) => super::crypt::seal_json(k, target, value),
+                _ => value.clone(),
+            };
+            upsert.execute(params![target, name, stored, msg.envelope.timestamp, source_id, msg.envelope.message_id])?;
         }
     }
     Ok(())
