@@ -58,7 +58,7 @@ async fn main() -> Result<()> {
         let rate = args.rate;
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let (mut sent, mut throttled, mut errors) = (0usize, 0usize, 0usize);
+            let (mut sent, mut throttled, mut errors, mut rejected) = (0usize, 0usize, 0usize, 0usize);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= bodies.len() || Instant::now() > deadline {
@@ -75,8 +75,16 @@ async fn main() -> Result<()> {
                     let r = client.post(&url).basic_auth(&key, Some("")).header("content-type", "application/json").body(body.bytes.clone()).send().await;
                     match r {
                         Ok(r) if r.status() == 200 => {
-                            let _ = r.bytes().await;
-                            sent += body.messages;
+                            // Count what the server accepted, not what was sent: a message the
+                            // privacy gate refuses is not an ingested event.
+                            let accepted = r.bytes().await.ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).and_then(|v| v["accepted"].as_u64());
+                            match accepted {
+                                Some(n) => {
+                                    sent += n as usize;
+                                    rejected += body.messages - n as usize;
+                                }
+                                None => errors += 1,
+                            }
                             break;
                         }
                         Ok(r) if r.status() == 429 => {
@@ -91,17 +99,18 @@ async fn main() -> Result<()> {
                 }
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
-            (lat, sent, throttled, errors)
+            (lat, sent, throttled, errors, rejected)
         }));
     }
     let mut lat = Vec::new();
-    let (mut sent, mut throttled, mut errors) = (0, 0, 0);
+    let (mut sent, mut throttled, mut errors, mut rejected) = (0, 0, 0, 0);
     for t in tasks {
-        let (l, s, th, e) = t.await?;
+        let (l, s, th, e, r) = t.await?;
         lat.extend(l);
         sent += s;
         throttled += th;
         errors += e;
+        rejected += r;
     }
     let secs = started.elapsed().as_secs_f64();
     lat.sort_by(|a, b| a.total_cmp(b));
@@ -112,7 +121,7 @@ async fn main() -> Result<()> {
             "events_per_second": sent as f64 / secs, "batches": lat.len(), "batch_size": args.batch_size,
             "concurrency": args.concurrency, "rate_batches_per_second": args.rate,
             "latency_ms": {"p50": percentile(&lat, 50.0), "p90": percentile(&lat, 90.0), "p99": percentile(&lat, 99.0), "max": lat.last()},
-            "throttled_429": throttled, "errors": errors,
+            "throttled_429": throttled, "errors": errors, "rejected": rejected,
         })
     );
     Ok(())
