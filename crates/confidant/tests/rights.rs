@@ -138,6 +138,16 @@ async fn audit_verify_fails_on_a_tampered_log_and_the_register_and_retention_run
             client.get(format!("{}/api/profiles?email=xavier@example.fr", server.base)).bearer_auth(common::ADMIN_KEY).send().await.unwrap();
         }
     }
+    // A key added to the configuration: the next start audits the change (never the key).
+    let text_config = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text_config}[[api_keys]]\nname = \"dpo\"\nkey = \"ak_dpo_secret_0123456789\"\nrole = \"dpo\"\n")).unwrap();
+    let out = confidant(&config, &["audit", "list", "--action", "config.applied"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 2, "{entries}");
+    assert_eq!(entries[0]["detail"]["changes"], json!(["api key added: dpo"]), "{entries}");
+    assert!(!text(&out).contains("ak_dpo_secret"));
+
     let out = confidant(&config, &["ropa", "--format", "md"]);
     assert!(out.status.success(), "{}", text(&out));
     let md = String::from_utf8_lossy(&out.stdout);

@@ -95,6 +95,20 @@ pub struct ApiKeyConfig {
     pub role: Role,
 }
 
+/// How a key given as a digest is kept in [`SourceConfig::write_key`] and [`ApiKeyConfig::key`].
+pub const DIGEST_PREFIX: &str = "sha256:";
+
+/// The SHA-256 by which a key is recognised: of the key itself, or the digest configured.
+pub fn key_digest(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    if let Some(hex_digest) = key.strip_prefix(DIGEST_PREFIX) {
+        if let Ok(Ok(d)) = hex::decode(hex_digest).map(<[u8; 32]>::try_from) {
+            return d;
+        }
+    }
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
 // Secrets never reach logs, even through `{:?}`.
 impl fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -402,6 +416,35 @@ impl Decoder {
         }
     }
 
+    /// A key given in clear (`key`) or as the hex SHA-256 of the key (`key_sha256`), so that
+    /// configuration files need not hold secrets. A digest is kept as `sha256:<hex>`.
+    fn key_or_digest(&mut self, t: &mut toml::Table, path: &str, key: &str) -> String {
+        let digest_key = format!("{key}_sha256");
+        let digest = self.take::<String>(t, path, &digest_key);
+        match (t.contains_key(key), digest) {
+            (false, Some(d)) => {
+                let d = d.trim().to_ascii_lowercase();
+                if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    format!("{DIGEST_PREFIX}{d}")
+                } else {
+                    self.problem(join(path, &digest_key), "must be 64 hexadecimal digits (the SHA-256 of the key)");
+                    String::new()
+                }
+            }
+            (true, Some(_)) => {
+                self.problem(join(path, &digest_key), format!("give {key} or {digest_key}, not both"));
+                String::new()
+            }
+            (_, None) => {
+                let k = self.required_string(t, path, key);
+                if k.starts_with(DIGEST_PREFIX) {
+                    self.problem(join(path, key), format!("a key may not start with {DIGEST_PREFIX}; give a digest as {digest_key}"));
+                }
+                k
+            }
+        }
+    }
+
     fn positive(&mut self, t: &mut toml::Table, path: &str, key: &str, default: usize) -> usize {
         match self.take::<i64>(t, path, key) {
             None => default,
@@ -442,14 +485,14 @@ impl Decoder {
         for (i, mut t) in self.array_of_tables(&mut root, "sources").into_iter().enumerate() {
             let path = format!("sources[{i}]");
             let name = self.required_string(&mut t, &path, "name");
-            let write_key = self.required_string(&mut t, &path, "write_key");
+            let write_key = self.key_or_digest(&mut t, &path, "write_key");
             self.finish(t, &path);
             c.sources.push(SourceConfig { name, write_key });
         }
         for (i, mut t) in self.array_of_tables(&mut root, "api_keys").into_iter().enumerate() {
             let path = format!("api_keys[{i}]");
             let name = self.required_string(&mut t, &path, "name");
-            let key = self.required_string(&mut t, &path, "key");
+            let key = self.key_or_digest(&mut t, &path, "key");
             let role = match self.take::<Role>(&mut t, &path, "role") {
                 Some(r) => r,
                 None => {
@@ -555,7 +598,7 @@ impl Decoder {
     fn check_keys(&mut self, c: &Config) {
         const MIN_KEY: usize = 16;
         let mut names = HashMap::new();
-        let mut keys: HashMap<String, String> = HashMap::new();
+        let mut keys: HashMap<[u8; 32], String> = HashMap::new();
         let mut check_key = |d: &mut Decoder, path: String, key: &str| {
             if key.is_empty() {
                 return;
@@ -563,10 +606,11 @@ impl Decoder {
             if key.len() < MIN_KEY {
                 d.problem(path.clone(), format!("is too short: a key needs at least {MIN_KEY} characters"));
             }
-            if let Some(first) = keys.get(key) {
+            let digest = key_digest(key);
+            if let Some(first) = keys.get(&digest) {
                 d.problem(path.clone(), format!("is the same key as {first}; every key must be unique"));
             } else {
-                keys.insert(key.to_owned(), path);
+                keys.insert(digest, path);
             }
         };
         for (i, s) in c.sources.iter().enumerate() {
@@ -595,6 +639,19 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn keys_may_be_given_as_digests() {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(b"ak_secret_0123456789"));
+        let text = format!("[[api_keys]]\nname = \"ops\"\nkey_sha256 = \"{digest}\"\nrole = \"dpo\"\n[[sources]]\nname = \"web\"\nwrite_key = \"wk_clear_0123456789\"");
+        let c = load(&text, Vec::new()).unwrap().config;
+        assert_eq!(key_digest(&c.api_keys[0].key), key_digest("ak_secret_0123456789"));
+        assert_ne!(key_digest(&c.api_keys[0].key), key_digest("ak_other_0123456789"));
+        let bad = "[[api_keys]]\nname = \"ops\"\nkey_sha256 = \"zz\"\nrole = \"dpo\"\n[[api_keys]]\nname = \"b\"\nkey = \"sha256:0123456789abcdef\"\nrole = \"dpo\"";
+        let paths: Vec<String> = load(bad, Vec::new()).unwrap_err().problems.into_iter().map(|p| p.path).collect();
+        assert!(paths.contains(&"api_keys[0].key_sha256".to_owned()) && paths.contains(&"api_keys[1].key".to_owned()), "{paths:?}");
     }
 
     #[test]

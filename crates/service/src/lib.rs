@@ -122,11 +122,11 @@ impl App {
             .sources
             .iter()
             .zip(ids)
-            .map(|(s, id)| (digest(&s.write_key), Source { id, name: s.name.clone() }))
+            .map(|(s, id)| (confidant_core::config::key_digest(&s.write_key), Source { id, name: s.name.clone() }))
             .collect();
         let mut api_keys: HashMap<[u8; 32], Principal> = HashMap::new();
         for k in &config.api_keys {
-            api_keys.insert(digest(&k.key), Principal { name: k.name.clone(), role: k.role });
+            api_keys.insert(confidant_core::config::key_digest(&k.key), Principal { name: k.name.clone(), role: k.role });
         }
         // Phone metadata is loaded on first use, which takes about 100 ms: pay it now rather
         // than in the first request that carries a phone number (and every request queued
@@ -153,6 +153,7 @@ impl App {
         };
         app.inner.book.invalidate();
         app.inner.book.refresh(&app.inner.store).await?;
+        app.audit_configuration().await?;
         privacy::spawn_refresher(&app);
         Ok(app)
     }

@@ -233,6 +233,53 @@ impl App {
         Ok(())
     }
 
+    /// At start-up: compares the configuration in force (keys by name, role and digest prefix;
+    /// sources; the privacy configuration's digest) with the last one recorded, and audits
+    /// every change. Secrets never enter the log: a key appears as 12 hex digits of the SHA-256
+    /// of its SHA-256.
+    pub(crate) async fn audit_configuration(&self) -> Result<(), ServiceError> {
+        use sha2::Digest;
+        let c = &self.inner.config;
+        let fp = |k: &str| hex::encode(&sha2::Sha256::digest(confidant_core::config::key_digest(k))[..6]);
+        let keys: BTreeMap<String, Value> = c.api_keys.iter().map(|k| (k.name.clone(), json!({"role": k.role.as_str(), "key": fp(&k.key)}))).collect();
+        let sources: BTreeMap<String, Value> = c.sources.iter().map(|s| (s.name.clone(), json!({"key": fp(&s.write_key)}))).collect();
+        let privacy = hex::encode(sha2::Sha256::digest(serde_json::to_vec(&c.privacy).unwrap_or_default()));
+        let now = json!({"api_keys": keys, "sources": sources, "privacy_sha256": privacy, "notice_version": c.privacy.notice_version});
+        let last = self
+            .inner
+            .store
+            .audit_list(AuditFilter { action: Some("config.applied".into()), limit: 1, ..Default::default() })
+            .await?
+            .into_iter()
+            .next()
+            .map(|e| e.detail["configuration"].clone());
+        if last.as_ref() == Some(&now) {
+            return Ok(());
+        }
+        let mut changes = Vec::new();
+        let empty = json!({});
+        let before = last.as_ref().unwrap_or(&empty);
+        for (section, label) in [("api_keys", "api key"), ("sources", "source")] {
+            let (b, a) = (&before[section], &now[section]);
+            for (name, v) in a.as_object().into_iter().flatten() {
+                match b.get(name) {
+                    None => changes.push(format!("{label} added: {name}")),
+                    Some(old) if old != v => changes.push(format!("{label} changed: {name}")),
+                    _ => {}
+                }
+            }
+            for name in b.as_object().into_iter().flatten().map(|(k, _)| k) {
+                if a.get(name).is_none() {
+                    changes.push(format!("{label} removed: {name}"));
+                }
+            }
+        }
+        if before.get("privacy_sha256") != now.get("privacy_sha256") {
+            changes.push("privacy configuration (purposes, categories, tracking plan) changed".into());
+        }
+        self.audit("system", "config.applied", None, json!({"configuration": now, "changes": changes})).await
+    }
+
     /// Records a consent call: validates everything first, then writes one receipt per
     /// decision, hash-chained, and updates the book before answering.
     pub async fn record_consent(&self, source: Option<&Source>, req: ConsentRequest, actor: &str) -> Result<ConsentAnswer, ServiceError> {
