@@ -280,7 +280,7 @@ async fn the_export_holds_everything_and_why() {
     assert_eq!(x["events"].as_array().unwrap().len(), 4);
     assert!(x["traits"].as_array().unwrap().iter().any(|t| t["key"] == "firstName" && t["category"] == "user.name"));
     assert_eq!(x["consent"]["receipts"].as_array().unwrap().len(), 1);
-    assert!(x["merges"].as_array().unwrap().len() >= 1);
+    assert!(!x["merges"].as_array().unwrap().is_empty());
     let processing = x["processing"].as_array().unwrap();
     let email = processing.iter().find(|p| p["category"] == "user.contact.email").unwrap();
     assert!(email["purposes"].as_array().unwrap().iter().any(|p| p["purpose"] == "account" && p["legal_basis"] == "contract" && p["retention"]["days"] == 730));

@@ -125,6 +125,23 @@ fn categories(v: &Value) -> String {
         .join(", ")
 }
 
+/// The CNIL template's fields of one processing, in order, as (label, text).
+fn fields(p: &Value) -> Vec<(&'static str, String)> {
+    let mut f = vec![("Legal basis", format!("{} ({})", s(&p["legal_basis"]), s(&p["legal_basis_article"])))];
+    if !p["art9_basis"].is_null() {
+        f.push(("Art. 9 basis", s(&p["art9_basis"])));
+    }
+    f.extend([
+        ("Categories of data subjects", s(&p["subjects"])),
+        ("Categories of personal data", categories(&p["data_categories"])),
+        ("Recipients", s(&p["recipients"])),
+        ("Processors", s(&p["processors"])),
+        ("Transfers outside the EU and safeguards", transfers(&p["transfers"])),
+        ("Retention", retention(&p["retention"])),
+    ]);
+    f
+}
+
 fn markdown(r: &Value) -> String {
     let mut o = String::new();
     o.push_str("# Registre des activités de traitement / Record of processing activities (Art. 30 GDPR)\n\n");
@@ -144,17 +161,9 @@ fn markdown(r: &Value) -> String {
         o.push_str(&format!("## {} — {} (`{}`)\n\n", s(&p["name"]["fr"]), s(&p["name"]["en"]), s(&p["id"])));
         o.push_str(&format!("{}\n\n", s(&p["description"]["fr"])));
         o.push_str("| Field | Value |\n|---|---|\n");
-        let row = |k: &str, v: String| format!("| {k} | {} |\n", v.replace('|', "\\|"));
-        o.push_str(&row("Legal basis", format!("{} ({})", s(&p["legal_basis"]), s(&p["legal_basis_article"]))));
-        if !p["art9_basis"].is_null() {
-            o.push_str(&row("Art. 9 basis", s(&p["art9_basis"])));
+        for (k, v) in fields(p) {
+            o.push_str(&format!("| {k} | {} |\n", v.replace('|', "\\|")));
         }
-        o.push_str(&row("Categories of data subjects", s(&p["subjects"])));
-        o.push_str(&row("Categories of personal data", categories(&p["data_categories"])));
-        o.push_str(&row("Recipients", s(&p["recipients"])));
-        o.push_str(&row("Processors", s(&p["processors"])));
-        o.push_str(&row("Transfers outside the EU and safeguards", transfers(&p["transfers"])));
-        o.push_str(&row("Retention", retention(&p["retention"])));
         o.push('\n');
     }
     o.push_str("## Sources\n\n");
@@ -189,14 +198,9 @@ fn html(r: &Value) -> String {
     ));
     for p in r["processing"].as_array().into_iter().flatten() {
         o.push_str(&format!("<section><h2>{} — {} (<code>{}</code>)</h2><p>{}</p><table>", esc(&s(&p["name"]["fr"])), esc(&s(&p["name"]["en"])), esc(&s(&p["id"])), esc(&s(&p["description"]["fr"]))));
-        let row = |k: &str, v: String| format!("<tr><th scope=\"row\">{k}</th><td>{}</td></tr>", esc(&v));
-        o.push_str(&row("Legal basis", format!("{} ({})", s(&p["legal_basis"]), s(&p["legal_basis_article"]))));
-        o.push_str(&row("Categories of data subjects", s(&p["subjects"])));
-        o.push_str(&row("Categories of personal data", categories(&p["data_categories"])));
-        o.push_str(&row("Recipients", s(&p["recipients"])));
-        o.push_str(&row("Processors", s(&p["processors"])));
-        o.push_str(&row("Transfers outside the EU and safeguards", transfers(&p["transfers"])));
-        o.push_str(&row("Retention", retention(&p["retention"])));
+        for (k, v) in fields(p) {
+            o.push_str(&format!("<tr><th scope=\"row\">{k}</th><td>{}</td></tr>", esc(&v)));
+        }
         o.push_str("</table></section>");
     }
     o.push_str("<h2>Security measures (Art. 32)</h2><ul>");

@@ -56,10 +56,15 @@ pub(super) fn open_value(conn: &Connection, master: &[u8; 32], v: &mut Value, ke
             let sealed = o.get(ENC_KEY).and_then(Value::as_str).and_then(|s| b64().decode(s).ok());
             let plain = match (owner, sealed) {
                 (Some(owner), Some(sealed)) => {
-                    if !keys.contains_key(&owner) {
-                        keys.insert(owner, existing_key(conn, master, owner)?);
-                    }
-                    keys[&owner]
+                    let key = match keys.get(&owner) {
+                        Some(k) => *k,
+                        None => {
+                            let k = existing_key(conn, master, owner)?;
+                            keys.insert(owner, k);
+                            k
+                        }
+                    };
+                    key
                         .and_then(|k| crypto::open(&k, &crypto::value_aad(owner), &sealed).ok())
                         .and_then(|p| serde_json::from_slice(&p).ok())
                         .unwrap_or(Value::Null)

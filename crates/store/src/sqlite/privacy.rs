@@ -87,12 +87,7 @@ pub(super) fn record_consent(conn: &Connection, cache: &mut IdentityCache, rules
     let root = resolve_target(conn, source_id, &envelope, rules, cache, now, &mut report)?;
     let current = decisions(conn, root)?;
     let first_identifier = &w.identifiers[0];
-    let (mut prev, mut seq): ([u8; 32], i64) = conn
-        .query_row("SELECT hash, seq FROM consent_receipts ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))
-        .optional()?
-        .map(|(h, s)| hex32(&h).map(|h| (h, s)))
-        .transpose()?
-        .unwrap_or((audit::GENESIS, 0));
+    let (mut prev, mut seq) = chain_head(conn, "consent_receipts")?;
     let mut written = Vec::new();
     for (input, receipt_id) in w.receipts.into_iter().zip(receipt_ids) {
         if w.only_changes && current.get(&(input.purpose.clone(), input.scope.clone())).map(|d| d.0) == Some(input.granted) {
@@ -191,11 +186,8 @@ pub(super) fn consent_changes_since(conn: &Connection, since: i64) -> Result<Vec
     let mut out = Vec::with_capacity(rows.len());
     for (seq, profile, purpose, scope, granted, at) in rows {
         let Some(root) = root_of(conn, profile)? else { continue };
-        if !ids_of_root.contains_key(&root) {
-            let ids = ids_stmt
-                .query_map([root], |r| Ok(Identifier::new(kind_of(r.get(0)?), r.get::<_, String>(1)?)))?
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            ids_of_root.insert(root, ids);
+        if let std::collections::hash_map::Entry::Vacant(slot) = ids_of_root.entry(root) {
+            slot.insert(ids_stmt.query_map([root], |r| Ok(Identifier::new(kind_of(r.get(0)?), r.get::<_, String>(1)?)))?.collect::<std::result::Result<Vec<_>, _>>()?);
         }
         out.push(ConsentChange { seq, identifiers: ids_of_root[&root].clone(), purpose, scope, granted, at });
     }
@@ -228,6 +220,17 @@ pub(super) fn verify_receipts(conn: &Connection) -> Result<ChainReport> {
     Ok(chain_report(audit::verify(links)))
 }
 
+/// The hash and sequence number of a chain's last entry (the genesis for an empty chain).
+/// Read inside the writer's transaction, so that two processes never fork the chain.
+fn chain_head(conn: &Connection, table: &str) -> Result<([u8; 32], i64)> {
+    conn.prepare_cached(&format!("SELECT hash, seq FROM {table} ORDER BY seq DESC LIMIT 1"))?
+        .query_row([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))
+        .optional()?
+        .map(|(h, s)| hex32(&h).map(|h| (h, s)))
+        .transpose()
+        .map(|o| o.unwrap_or((audit::GENESIS, 0)))
+}
+
 fn chain_report(r: std::result::Result<audit::Verified, audit::ChainBreak>) -> ChainReport {
     match r {
         Ok(v) => ChainReport { entries: v.entries, head: hex::encode(v.head), broken: None },
@@ -242,12 +245,7 @@ fn audit_content(at: i64, actor: &str, action: &str, subject: Option<&str>, deta
 }
 
 pub(super) fn append_audit(conn: &Connection, entries: &[AuditEntry], now: i64) -> Result<Vec<i64>> {
-    let (mut prev, mut seq): ([u8; 32], i64) = conn
-        .query_row("SELECT hash, seq FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))
-        .optional()?
-        .map(|(h, s)| hex32(&h).map(|h| (h, s)))
-        .transpose()?
-        .unwrap_or((audit::GENESIS, 0));
+    let (mut prev, mut seq) = chain_head(conn, "audit_log")?;
     let mut out = Vec::with_capacity(entries.len());
     let mut insert = conn.prepare_cached(
         "INSERT INTO audit_log(seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
