@@ -178,13 +178,14 @@ struct LawfulQuery {
 
 /// "Is purpose P lawful for subject S now?", for marketers and integrations.
 async fn profile_lawful(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<LawfulQuery>) -> Result<Json<Value>, ApiError> {
-    authorise(&app, &headers, &[Role::Dpo, Role::Admin, Role::Marketer])?;
+    let who = authorise(&app, &headers, &[Role::Dpo, Role::Admin, Role::Marketer])?;
     let id = parse_id(&id)?;
     let purpose = q.purpose.ok_or(ApiError::BadRequest { code: "invalid_query", message: "purpose is required".into() })?;
     if app.policy().purpose(&purpose).is_none() {
         return Err(ApiError::Unprocessable { code: "unknown_purpose", message: format!("{purpose} is not a declared purpose") });
     }
     let lawful = app.is_lawful(id, &purpose).await?;
+    app.audit(&format!("{}:{}", who.role.as_str(), who.name), "consent.check", Some(id), json!({"purpose": purpose, "lawful": lawful})).await?;
     Ok(Json(json!({"subject": id.to_string(), "purpose": purpose, "lawful": lawful})))
 }
 
