@@ -2,6 +2,7 @@
 //! hands over to the library crates.
 
 mod credentials;
+mod dedupe;
 mod demo;
 mod rights;
 
@@ -55,6 +56,8 @@ enum Command {
     /// The audit log and the consent ledger: verify their hash chains, list entries.
     #[command(subcommand)]
     Audit(rights::AuditCommand),
+    /// Find the same person behind different records of a CSV file (or link two files).
+    Dedupe(dedupe::DedupeArgs),
 }
 
 /// Loads the configuration: file, then `CONFIDANT_*` variables, then command-line flags.
@@ -164,6 +167,10 @@ fn main() -> Result<()> {
     let mut config = load_config(&cli.global, default_dir)?;
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Command::Dedupe(args) = cli.command {
+        // Works on files alone: no configuration, no store.
+        return dedupe::run_dedupe(args);
+    }
     if let Command::VerifyErasure(args) = cli.command {
         // Reads files only: opening the store would write to the directory it inspects.
         return rights::verify_erasure(&config, args);
@@ -191,7 +198,7 @@ fn main() -> Result<()> {
             Command::Retention(cmd) => rights::retention(config, cmd).await,
             Command::Ropa(args) => rights::ropa(config, args).await,
             Command::Audit(cmd) => rights::audit(config, cmd).await,
-            Command::VerifyErasure(_) => unreachable!("handled above"),
+            Command::VerifyErasure(_) | Command::Dedupe(_) => unreachable!("handled above"),
         }
     })
 }
