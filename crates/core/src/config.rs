@@ -270,7 +270,7 @@ pub struct Loaded {
 /// Environment variables with this prefix override the file.
 pub const ENV_PREFIX: &str = "CONFIDANT_";
 /// Variables with the prefix that are not configuration keys.
-const ENV_NOT_KEYS: &[&str] = &["CONFIDANT_CONFIG", "CONFIDANT_TEST_DATABASE_URL", "CONFIDANT_LOG"];
+const ENV_NOT_KEYS: &[&str] = &["CONFIDANT_CONFIG", "CONFIDANT_TEST_DATABASE_URL", "CONFIDANT_LOG", "CONFIDANT_MASTER_KEY", "CONFIDANT_LINKAGE_DEBUG"];
 
 /// Decodes a configuration from TOML text (empty for none) and environment variables.
 pub fn load(toml_text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, ConfigError> {

@@ -100,9 +100,10 @@ pub const NULL: u8 = u8::MAX;
 
 pub fn level_labels(role: Role) -> &'static [&'static str] {
     match role {
-        Role::GivenName | Role::Surname | Role::Name | Role::Address | Role::City | Role::Text => {
-            &["exact", "jaro-winkler >= 0.92", "jaro-winkler >= 0.80", "else"]
-        }
+        // Given name and surname have one more level, set by the caller: the value equals the
+        // other name of the other record (names entered the wrong way round).
+        Role::GivenName | Role::Surname => &["exact", "jaro-winkler >= 0.92", "jaro-winkler >= 0.80", "swapped with the other name", "else"],
+        Role::Name | Role::Address | Role::City | Role::Text => &["exact", "jaro-winkler >= 0.92", "jaro-winkler >= 0.80", "else"],
         Role::Dob => &["exact", "one typo or day/month swapped", "same year and month, or within 1 year", "else"],
         Role::StreetNumber | Role::Postcode | Role::IdNumber | Role::Phone => &["exact", "one edit", "two edits", "else"],
         Role::Email => &["exact", "same local part or one edit", "else"],
@@ -174,7 +175,7 @@ pub fn level(role: Role, a: &str, b: &str) -> u8 {
             } else if jw >= 0.80 {
                 2
             } else {
-                3
+                (level_labels(role).len() - 1) as u8
             }
         }
         Role::Dob => dob_level(a, b),
@@ -226,7 +227,8 @@ mod tests {
     fn levels_grade_agreement() {
         assert_eq!(level(Role::Surname, "rokobaro", "rokobaro"), 0);
         assert_eq!(level(Role::Surname, "rokobaro", "rokobarro"), 1);
-        assert_eq!(level(Role::Surname, "rokobaro", "smith"), 3);
+        assert_eq!(level(Role::Surname, "rokobaro", "smith"), 4);
+        assert_eq!(level(Role::City, "lyon", "brest"), 3);
         assert_eq!(level(Role::Surname, "", "smith"), NULL);
         assert_eq!(level(Role::Dob, "19720812", "19720821"), 1, "a transposition is one edit");
         assert_eq!(level(Role::Dob, "19720812", "19721208"), 1, "day and month swapped");

@@ -40,6 +40,8 @@ pub struct Dataset {
     /// For linking two files: which file each record came from.
     file: Vec<u8>,
     linking: bool,
+    /// For a given name column, the surname column, and the other way round.
+    partner: Vec<Option<usize>>,
 }
 
 impl Dataset {
@@ -52,7 +54,16 @@ impl Dataset {
             }
         }
         let linking = file.iter().any(|f| *f != 0);
-        Dataset { columns, values, file, linking }
+        let find = |role: Role| columns.iter().position(|c| c.role == role);
+        let partner = columns
+            .iter()
+            .map(|c| match c.role {
+                Role::GivenName => find(Role::Surname),
+                Role::Surname => find(Role::GivenName),
+                _ => None,
+            })
+            .collect();
+        Dataset { columns, values, file, linking, partner }
     }
 
     pub fn len(&self) -> usize {
@@ -65,6 +76,18 @@ impl Dataset {
 
     fn value(&self, c: usize, i: u32) -> &str {
         &self.values[c][i as usize]
+    }
+
+    /// The level of column `c` for records a and b, with the swapped-names level.
+    fn level(&self, c: usize, a: u32, b: u32) -> u8 {
+        let l = level(self.columns[c].role, self.value(c, a), self.value(c, b));
+        if let Some(p) = self.partner[c] {
+            let else_level = (level_labels(self.columns[c].role).len() - 1) as u8;
+            if l == else_level && !self.value(c, a).is_empty() && self.value(c, a) == self.value(p, b) && self.value(p, a) == self.value(c, b) {
+                return else_level - 1;
+            }
+        }
+        l
     }
 
     fn linking(&self) -> bool {
@@ -160,13 +183,24 @@ fn blocking_rules(ds: &Dataset) -> Vec<Rule> {
     let mut add = |f: &dyn Fn(u32) -> Option<u64>| rules.push(Rule { keys: (0..n).map(f).collect() });
     let first = |s: &str, k: usize| s.chars().take(k).collect::<String>();
     for (c, column) in ds.columns.iter().enumerate() {
-        if matches!(column.role, Role::IdNumber | Role::Email | Role::Phone | Role::Dob) {
+        if matches!(column.role, Role::IdNumber | Role::Email | Role::Phone) {
             add(&|i| hash_key(&[ds.value(c, i)]));
+        }
+    }
+    // A date of birth alone is shared by too many people in a large file (about n / 30,000
+    // each): with a name's initial it stays tight.
+    if let Some(d) = col(Role::Dob) {
+        let initials: Vec<usize> = [Role::Surname, Role::GivenName].into_iter().filter_map(col).collect();
+        if initials.is_empty() {
+            add(&|i| hash_key(&[ds.value(d, i)]));
+        }
+        for n in initials {
+            add(&|i| hash_key(&[ds.value(d, i), &first(ds.value(n, i), 1)]));
         }
     }
     if let (Some(s), Some(g)) = (col(Role::Surname), col(Role::GivenName)) {
         add(&|i| hash_key(&[ds.value(s, i), &first(ds.value(g, i), 1)]));
-        add(&|i| hash_key(&[ds.value(g, i), &first(ds.value(s, i), 1)]));
+        add(&|i| hash_key(&[ds.value(g, i), &first(ds.value(s, i), 3)]));
         // Names entered the wrong way round.
         add(&|i| {
             let (a, b) = (ds.value(s, i), ds.value(g, i));
@@ -180,10 +214,10 @@ fn blocking_rules(ds: &Dataset) -> Vec<Rule> {
         add(&|i| hash_key(&[ds.value(p, i), ds.value(sn, i)]));
     }
     if let (Some(p), Some(s)) = (col(Role::Postcode), col(Role::Surname)) {
-        add(&|i| hash_key(&[ds.value(p, i), &first(ds.value(s, i), 2)]));
+        add(&|i| hash_key(&[ds.value(p, i), &first(ds.value(s, i), 3)]));
     }
-    if let (Some(a), Some(s)) = (col(Role::Address), col(Role::Surname)) {
-        add(&|i| hash_key(&[&first(ds.value(a, i), 4), &first(ds.value(s, i), 2)]));
+    if let (Some(a), Some(sn)) = (col(Role::Address), col(Role::StreetNumber)) {
+        add(&|i| hash_key(&[&first(ds.value(a, i), 5), ds.value(sn, i)]));
     }
     rules
 }
@@ -191,7 +225,9 @@ fn blocking_rules(ds: &Dataset) -> Vec<Rule> {
 /// Candidate pairs (a < b), each once across all rules.
 fn candidate_pairs(ds: &Dataset, rules: &[Rule], max_block: usize) -> Vec<(u32, u32)> {
     let mut out = Vec::new();
+    let debug = std::env::var_os("CONFIDANT_LINKAGE_DEBUG").is_some();
     for (k, rule) in rules.iter().enumerate() {
+        let before = out.len();
         let mut blocks: HashMap<u64, Vec<u32>> = HashMap::new();
         for (i, key) in rule.keys.iter().enumerate() {
             if let Some(key) = key {
@@ -215,14 +251,37 @@ fn candidate_pairs(ds: &Dataset, rules: &[Rule], max_block: usize) -> Vec<(u32, 
                 }
             }
         }
+        if debug {
+            eprintln!("blocking rule {k}: {} new pairs", out.len() - before);
+        }
     }
+    out
+}
+
+/// The comparison vectors of all pairs, flat (one level per column), on every core.
+fn gammas(ds: &Dataset, pairs: &[(u32, u32)]) -> Vec<u8> {
+    let width = ds.columns.len();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+    let chunk = pairs.len().div_ceil(threads).max(1);
+    let mut out = vec![0u8; pairs.len() * width];
+    std::thread::scope(|scope| {
+        for (ps, dst) in pairs.chunks(chunk).zip(out.chunks_mut(chunk * width)) {
+            scope.spawn(move || {
+                let mut g = Vec::with_capacity(width);
+                for (&(a, b), slot) in ps.iter().zip(dst.chunks_mut(width)) {
+                    gamma(ds, a, b, &mut g);
+                    slot.copy_from_slice(&g);
+                }
+            });
+        }
+    });
     out
 }
 
 fn gamma(ds: &Dataset, a: u32, b: u32, out: &mut Vec<u8>) {
     out.clear();
-    for (c, column) in ds.columns.iter().enumerate() {
-        out.push(level(column.role, ds.value(c, a), ds.value(c, b)));
+    for c in 0..ds.columns.len() {
+        out.push(ds.level(c, a, b));
     }
 }
 
@@ -274,12 +333,12 @@ fn estimate_u(ds: &Dataset, settings: &Settings) -> Vec<Vec<f64>> {
             continue;
         }
         drawn += 1;
-        for (c, column) in ds.columns.iter().enumerate() {
+        for c in 0..ds.columns.len() {
             let (x, y) = (ds.value(c, a), ds.value(c, b));
             if x.is_empty() || y.is_empty() || x == y {
                 continue;
             }
-            counts[c][level(column.role, x, y) as usize] += 1.0;
+            counts[c][ds.level(c, a, b) as usize] += 1.0;
         }
     }
     counts
@@ -368,16 +427,22 @@ fn total_pairs(ds: &Dataset) -> f64 {
 
 /// m by expectation-maximisation over the blocked pairs' comparison patterns (u fixed).
 fn estimate_m(ds: &Dataset, patterns: &HashMap<Vec<u8>, f64>, u: &[Vec<f64>], iterations: usize) -> (Vec<Vec<f64>>, f64) {
-    let mut m: Vec<Vec<f64>> = ds
-        .columns
+    em(patterns, u, estimate_start(ds), 0.1, iterations)
+}
+
+/// A naive start for m: matches mostly agree exactly, and rarely disagree completely.
+fn estimate_start(ds: &Dataset) -> Vec<Vec<f64>> {
+    ds.columns
         .iter()
         .map(|c| {
             let l = level_labels(c.role).len();
-            // Start: matches mostly agree exactly, and rarely disagree completely.
             (0..l).map(|i| if i == 0 { 0.8 } else if i == l - 1 { 0.05 } else { 0.15 / (l - 2).max(1) as f64 }).collect()
         })
-        .collect();
-    let mut lambda = 0.1;
+        .collect()
+}
+
+/// Expectation-maximisation of m and the share of matches, u fixed, from a starting point.
+fn em(patterns: &HashMap<Vec<u8>, f64>, u: &[Vec<f64>], mut m: Vec<Vec<f64>>, mut lambda: f64, iterations: usize) -> (Vec<Vec<f64>>, f64) {
     for _ in 0..iterations {
         let mut acc: Vec<Vec<f64>> = m.iter().map(|x| vec![0.0; x.len()]).collect();
         let mut seen: Vec<f64> = vec![0.0; m.len()];
@@ -411,6 +476,105 @@ fn estimate_m(ds: &Dataset, patterns: &HashMap<Vec<u8>, f64>, u: &[Vec<f64>], it
     (m, lambda)
 }
 
+/// Most pairs one training session looks at.
+const TRAINING_PAIRS: usize = 1_000_000;
+
+/// m estimated as Splink does, one training session per high-precision blocking rule (same
+/// id number; same date of birth; same given name and surname; same email; same phone): in
+/// each, EM over the pairs of that rule estimates m for the columns the rule does not
+/// involve (those it involves agree by construction, which would bias them). A column's m
+/// is the mean over the sessions that estimated it; `None` where none did.
+fn train_m(ds: &Dataset, u: &[Vec<f64>], settings: &Settings) -> Option<Vec<Option<Vec<f64>>>> {
+    let col = |role: Role| ds.columns.iter().position(|c| c.role == role);
+    let mut sessions: Vec<Vec<usize>> = Vec::new();
+    for role in [Role::IdNumber, Role::Dob, Role::Email, Role::Phone] {
+        if let Some(c) = col(role) {
+            sessions.push(vec![c]);
+        }
+    }
+    if let (Some(g), Some(s)) = (col(Role::GivenName), col(Role::Surname)) {
+        sessions.push(vec![g, s]);
+    }
+    if sessions.is_empty() {
+        return None;
+    }
+    let mut sums: Vec<Option<(Vec<f64>, f64)>> = vec![None; ds.columns.len()];
+    let mut g = Vec::new();
+    let mut sessions_done = 0;
+    for keys in sessions {
+        let mut blocks: HashMap<u64, Vec<u32>> = HashMap::new();
+        for i in 0..ds.len() as u32 {
+            let parts: Vec<&str> = keys.iter().map(|c| ds.value(*c, i)).collect();
+            if let Some(k) = hash_key(&parts) {
+                blocks.entry(k).or_default().push(i);
+            }
+        }
+        let mut patterns: HashMap<Vec<u8>, f64> = HashMap::new();
+        let mut taken = 0usize;
+        let mut keys_in_order: Vec<&u64> = blocks.keys().collect();
+        keys_in_order.sort_unstable();
+        for members in keys_in_order.into_iter().map(|k| &blocks[k]).filter(|m| m.len() > 1 && m.len() <= settings.max_block.min(500)) {
+            // A sample of blocks is enough to estimate m, and keeps training bounded.
+            if taken >= TRAINING_PAIRS {
+                break;
+            }
+            taken += members.len() * (members.len() - 1) / 2;
+            for (x, &a) in members.iter().enumerate() {
+                for &b in &members[x + 1..] {
+                    if ds.comparable(a, b) {
+                        gamma(ds, a, b, &mut g);
+                        *patterns.entry(g.clone()).or_default() += 1.0;
+                    }
+                }
+            }
+        }
+        if patterns.values().sum::<f64>() < 10.0 {
+            continue;
+        }
+        // Start from what the earlier (tighter) sessions found, where they found it: EM only
+        // finds a local optimum, and from a naive start a loose session (a shared date of birth
+        // in a large file) can converge on "everything matches".
+        let naive = estimate_start(ds);
+        let start: Vec<Vec<f64>> = (0..ds.columns.len())
+            .map(|c| match &sums[c] {
+                Some((acc, n)) if *n > 0.0 => acc.iter().map(|x| x / n).collect(),
+                _ => naive[c].clone(),
+            })
+            .collect();
+        let (m, lambda) = em(&patterns, u, start, 0.5, settings.em_iterations);
+        let pairs_in_session: f64 = patterns.values().sum();
+        if std::env::var_os("CONFIDANT_LINKAGE_DEBUG").is_some() {
+            let names: Vec<&str> = keys.iter().map(|c| ds.columns[*c].name.as_str()).collect();
+            eprintln!("session {names:?}: pairs {taken}, lambda {lambda:.4}");
+            for (c, mc) in m.iter().enumerate() {
+                eprintln!("  {:<14} m {:?}  u {:?}", ds.columns[c].name, mc.iter().map(|x| (x * 1e4).round() / 1e4).collect::<Vec<_>>(), u[c].iter().map(|x| (x * 1e6).round() / 1e6).collect::<Vec<_>>());
+            }
+        }
+        // Sessions are weighted by the matches EM found in them. A session where it finds
+        // nothing but matches has collapsed (no blocking rule but an exact identifier makes
+        // every pair a match) and is left out.
+        if lambda > 0.99 && sessions_done > 0 {
+            continue;
+        }
+        sessions_done += 1;
+        let weight = lambda * pairs_in_session;
+        for (c, mc) in m.into_iter().enumerate() {
+            if keys.contains(&c) {
+                continue;
+            }
+            let scaled: Vec<f64> = mc.iter().map(|x| x * weight).collect();
+            match &mut sums[c] {
+                Some((acc, n)) => {
+                    acc.iter_mut().zip(&scaled).for_each(|(a, x)| *a += x);
+                    *n += weight;
+                }
+                slot => *slot = Some((scaled, weight)),
+            }
+        }
+    }
+    Some(sums.into_iter().map(|s| s.map(|(acc, n)| acc.into_iter().map(|x| x / n).collect())).collect())
+}
+
 impl Model {
     /// The match weight of a pair (log2 odds) and each column's part in it.
     pub fn explain(&self, ds: &Dataset, a: u32, b: u32) -> Explanation {
@@ -418,7 +582,7 @@ impl Model {
         let mut contributions = Vec::new();
         let mut weight = prior_weight;
         for (c, column) in ds.columns.iter().enumerate() {
-            let l = level(column.role, ds.value(c, a), ds.value(c, b));
+            let l = ds.level(c, a, b);
             if l == NULL {
                 contributions.push(Contribution { column: column.name.clone(), level: "missing", m: 1.0, u: 1.0, weight: 0.0 });
                 continue;
@@ -442,8 +606,8 @@ impl Model {
     /// The match weight alone (the hot path: no allocation).
     pub fn weight(&self, ds: &Dataset, a: u32, b: u32) -> f64 {
         let mut weight = (self.prior / (1.0 - self.prior)).log2();
-        for (c, column) in ds.columns.iter().enumerate() {
-            let l = level(column.role, ds.value(c, a), ds.value(c, b));
+        for c in 0..ds.columns.len() {
+            let l = ds.level(c, a, b);
             if l == NULL {
                 continue;
             }
@@ -470,19 +634,47 @@ pub fn run(ds: &Dataset, settings: &Settings) -> Outcome {
     let rules = blocking_rules(ds);
     let pairs = candidate_pairs(ds, &rules, settings.max_block);
     let u = estimate_u(ds, settings);
+    let width = ds.columns.len();
+    let gammas = gammas(ds, &pairs);
     let mut patterns: HashMap<Vec<u8>, f64> = HashMap::new();
-    let mut g = Vec::new();
-    for (a, b) in &pairs {
-        gamma(ds, *a, *b, &mut g);
-        *patterns.entry(g.clone()).or_default() += 1.0;
+    for g in gammas.chunks(width.max(1)) {
+        *patterns.entry(g.to_vec()).or_default() += 1.0;
     }
-    let (m, lambda_blocked) = estimate_m(ds, &patterns, &u, settings.em_iterations);
+    let (union_m, lambda_blocked) = estimate_m(ds, &patterns, &u, settings.em_iterations);
     let total = total_pairs(ds).max(1.0);
     let prior = deterministic_prior(ds).unwrap_or_else(|| (lambda_blocked * pairs.len() as f64 / total).clamp(1e-12, 0.5));
+    let m = train_m(ds, &u, settings).map_or(union_m.clone(), |trained| {
+        trained.into_iter().zip(union_m).map(|(t, fallback)| t.unwrap_or(fallback)).collect()
+    });
     let model = Model { m, u, prior, tf: term_frequencies(ds) };
 
-    let mut links: Vec<(u32, u32, f64)> =
-        pairs.iter().map(|&(a, b)| (a, b, model.probability(ds, a, b))).filter(|(_, _, p)| *p >= settings.threshold).collect();
+    // Scoring from the comparison vectors already computed: per level, log2(m/u), with the
+    // term-frequency adjustment of exact agreement looked up per record.
+    let base: Vec<Vec<f64>> = model.m.iter().zip(&model.u).map(|(m, u)| m.iter().zip(u).map(|(m, u)| (m / u).log2()).collect()).collect();
+    let record_tf: Vec<Option<Vec<f64>>> = model
+        .tf
+        .iter()
+        .enumerate()
+        .map(|(c, t)| t.as_ref().map(|t| ds.values[c].iter().map(|v| t.get(v).copied().unwrap_or(0.0)).collect()))
+        .collect();
+    let prior_weight = (model.prior / (1.0 - model.prior)).log2();
+    let mut links: Vec<(u32, u32, f64)> = Vec::new();
+    for (&(a, b), g) in pairs.iter().zip(gammas.chunks(width.max(1))) {
+        let mut w = prior_weight;
+        for (c, l) in g.iter().enumerate() {
+            if *l == NULL {
+                continue;
+            }
+            w += match (&record_tf[c], *l) {
+                (Some(tf), 0) if tf[a as usize] > 0.0 => (model.m[c][0] / tf[a as usize].max(1e-9)).log2(),
+                _ => base[c][*l as usize],
+            };
+        }
+        let p = 1.0 / (1.0 + (-w).exp2());
+        if p >= settings.threshold {
+            links.push((a, b, p));
+        }
+    }
     links.sort_by(|x, y| y.2.total_cmp(&x.2));
     let cluster = cluster(ds, &model, &links, settings);
 
