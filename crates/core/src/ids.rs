@@ -28,6 +28,14 @@ impl Email {
     /// Full IDNA and deliverability checks belong to the data quality layer.
     pub fn parse(raw: &str) -> Result<Email, IdError> {
         let s = raw.trim().to_lowercase();
+        // The domain in its ASCII form (IDNA), so that exämple.fr and xn--exmple-cua.fr are one.
+        let s = match s.rsplit_once('@') {
+            Some((local, domain)) if !domain.is_ascii() => {
+                let ascii = idna::domain_to_ascii(domain).map_err(|_| IdError::InvalidEmail)?;
+                format!("{local}@{ascii}")
+            }
+            _ => s,
+        };
         if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(IdError::InvalidEmail);
         }

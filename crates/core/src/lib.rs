@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`ids`]: parsed identifiers (email, E.164 phone, profile id). Built once at the edge.
 //! - [`time`]: timestamp parsing and Segment's clock-skew correction.
+//! - [`normalise`]: normalisation and validation of imported fields, with reason codes.
 //! - [`message`]: a Segment-spec message, validated into a [`message::ParsedMessage`].
 //! - [`identity`]: merge protection and the pure planning of identity stitching.
 //! - [`config`]: the typed configuration, decoded with every problem reported at once.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod identity;
 pub mod ids;
 pub mod message;
+pub mod normalise;
 pub mod privacy;
 pub mod audit;
 pub mod crypto;
