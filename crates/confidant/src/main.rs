@@ -4,6 +4,7 @@
 mod credentials;
 mod dedupe;
 mod demo;
+mod import;
 mod rights;
 
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ enum Command {
     Audit(rights::AuditCommand),
     /// Find the same person behind different records of a CSV file (or link two files).
     Dedupe(dedupe::DedupeArgs),
+    /// Import a CSV or JSONL file from a source (CRM, loyalty, surveys), or show the quarantine.
+    Import(import::ImportArgs),
 }
 
 /// Loads the configuration: file, then `CONFIDANT_*` variables, then command-line flags.
@@ -198,6 +201,7 @@ fn main() -> Result<()> {
             Command::Retention(cmd) => rights::retention(config, cmd).await,
             Command::Ropa(args) => rights::ropa(config, args).await,
             Command::Audit(cmd) => rights::audit(config, cmd).await,
+            Command::Import(args) => import::run(config, args).await,
             Command::VerifyErasure(_) | Command::Dedupe(_) => unreachable!("handled above"),
         }
     })

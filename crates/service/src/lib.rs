@@ -3,6 +3,7 @@
 //! - [`App`]: the running product: configuration, store, keys, the ingestion queue, metrics.
 //! - [`ingest`]: raw message texts in, a durable commit and a per-message report out, with the
 //!   privacy gate (minimisation, consent, suppression) between parsing and storing.
+//! - [`import`]: CSV/JSONL rows mapped, normalised, validated, imported or quarantined.
 //! - [`privacy`]: the consent book, consent recording, the rights desk, retention, audit.
 //! - [`ropa`]: the register of processing, generated from the configuration and live counts.
 //! - [`keys`]: the master key and the keys derived from it.
@@ -10,6 +11,7 @@
 //!
 //! No HTTP types and no SQL here.
 
+pub mod import;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;

@@ -334,6 +334,14 @@ impl Store {
     ) -> Result<RetentionReport> {
         self.backend.retention(rule, dry_run).await
     }
+    /// Replaces the quarantined rows of one source's file (a corrected file imported again
+    /// clears the rows it fixed). Returns how many rows were there before.
+    pub async fn quarantine_replace(&self, source_id: i64, file: String, rows: Vec<QuarantineRow>) -> Result<u64> {
+        self.backend.quarantine_replace(source_id, file, rows).await
+    }
+    pub async fn quarantine_list(&self, source: Option<String>) -> Result<Vec<QuarantineView>> {
+        self.backend.quarantine_list(source).await
+    }
     pub async fn register_counts(&self, trait_categories: std::collections::BTreeMap<String, String>) -> Result<RegisterCounts> {
         self.backend.register_counts(trait_categories).await
     }

@@ -218,6 +218,7 @@ pub struct ErasureReport {
     pub receipts_cleared: u64,
     pub keys_destroyed: u64,
     pub tombstones: u64,
+    pub quarantined_rows: u64,
     #[serde(skip)]
     pub identifiers: Vec<Identifier>,
 }
@@ -268,4 +269,25 @@ pub struct RegisterCounts {
 /// The kind names as stored (`kind` column).
 pub fn kind_name(k: IdKind) -> &'static str {
     k.as_str()
+}
+
+/// A row of an import that failed validation.
+#[derive(Clone, Debug)]
+pub struct QuarantineRow {
+    pub line: u64,
+    pub field: String,
+    pub reason: String,
+    /// The row as read (JSON).
+    pub raw: String,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct QuarantineView {
+    pub source: String,
+    pub file: String,
+    pub line: u64,
+    pub field: String,
+    pub reason: String,
+    pub raw: String,
+    pub at: Millis,
 }

@@ -21,8 +21,11 @@ use crate::{
 };
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../../migrations/sqlite/0001_foundation.sql"), include_str!("../../migrations/sqlite/0002_privacy.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_foundation.sql"),
+    include_str!("../../migrations/sqlite/0002_privacy.sql"),
+    include_str!("../../migrations/sqlite/0003_import.sql"),
+];
 
 /// The members of the tree rooted at `?1`: the root and every profile merged into it,
 /// directly or not. Prefix of every query that reads a whole profile.
@@ -455,6 +458,33 @@ impl Sqlite {
             self.exec(ExecFlags { changes_identities: false, truncate_wal: true }, |_, _| Ok(())).await?;
         }
         Ok(report)
+    }
+
+    pub(crate) async fn quarantine_replace(&self, source_id: i64, file: String, rows: Vec<QuarantineRow>) -> Result<u64> {
+        self.exec(ExecFlags::default(), move |c, _| {
+            let removed = c.prepare_cached("DELETE FROM quarantine WHERE source_id = ?1 AND file = ?2")?.execute(rusqlite::params![source_id, file])? as u64;
+            let mut ins = c.prepare_cached("INSERT INTO quarantine(source_id, file, line, field, reason, raw, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            let now = now_millis();
+            for r in &rows {
+                ins.execute(rusqlite::params![source_id, file, r.line as i64, r.field, r.reason, r.raw, now])?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    pub(crate) async fn quarantine_list(&self, source: Option<String>) -> Result<Vec<QuarantineView>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT s.name, q.file, q.line, q.field, q.reason, q.raw, q.at FROM quarantine q JOIN sources s ON s.id = q.source_id
+                 WHERE ?1 IS NULL OR s.name = ?1 ORDER BY s.name, q.file, q.line",
+            )?;
+            let rows = stmt.query_map([source], |r| {
+                Ok(QuarantineView { source: r.get(0)?, file: r.get(1)?, line: r.get::<_, i64>(2)? as u64, field: r.get(3)?, reason: r.get(4)?, raw: r.get(5)?, at: r.get(6)? })
+            })?;
+            Ok(rows.collect::<std::result::Result<_, _>>()?)
+        })
+        .await
     }
 
     pub(crate) async fn subject_record(&self, id: ProfileId) -> Result<SubjectRecord> {

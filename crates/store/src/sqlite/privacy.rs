@@ -468,6 +468,11 @@ pub(super) fn erase(conn: &Connection, req: &ErasureRequest, now: i64) -> Result
     run("DELETE FROM subject_flags WHERE profile_id IN m")?;
     run("UPDATE dsr_requests SET profile_id = NULL WHERE profile_id IN m")?;
     report.profiles = run("DELETE FROM profiles WHERE id IN m")?;
+    // Quarantined import rows that name the subject.
+    let mut q = conn.prepare_cached("DELETE FROM quarantine WHERE instr(lower(raw), lower(?1)) > 0")?;
+    for id in &report.identifiers {
+        report.quarantined_rows += q.execute([&id.value])? as u64;
+    }
     if req.tombstones {
         let mut ins = conn.prepare_cached(
             "INSERT INTO tombstones(hash, erased_at, suppress) VALUES (?1, ?2, ?3)
