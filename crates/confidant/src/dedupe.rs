@@ -124,7 +124,7 @@ pub(crate) fn run_dedupe(args: DedupeArgs) -> Result<()> {
             None => Some(Role::infer(name).unwrap_or(Role::Text)),
         };
         let Some(role) = role else { continue };
-        if overrides.get(name).is_none() && Role::infer(name).is_none() {
+        if !overrides.contains_key(name) && Role::infer(name).is_none() {
             skipped.push(name.clone());
         }
         for (f, file) in files.iter().enumerate() {

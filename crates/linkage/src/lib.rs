@@ -692,7 +692,7 @@ pub fn run(ds: &Dataset, settings: &Settings) -> Outcome {
             }
         }
     }
-    out.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+    out.sort_by_key(|p| (p.0, p.1));
     Outcome { model, candidate_pairs: pairs.len(), pairs: out, cluster }
 }
 
