@@ -286,17 +286,17 @@ fn gamma(ds: &Dataset, a: u32, b: u32, out: &mut Vec<u8>) {
 }
 
 /// A small deterministic generator (SplitMix64), so runs are reproducible.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -577,6 +577,15 @@ fn train_m(ds: &Dataset, u: &[Vec<f64>], settings: &Settings) -> Option<Vec<Opti
 
 impl Model {
     /// The match weight of a pair (log2 odds) and each column's part in it.
+    /// m and u of column `c` at level `l` for record `a`: at exact agreement on a column
+    /// adjusted by term frequency, u is the share of records holding the value (a rare value
+    /// agreeing is stronger evidence than a common one).
+    fn m_u(&self, ds: &Dataset, c: usize, l: u8, a: u32) -> (f64, f64) {
+        let m = self.m[c][l as usize];
+        let tf = if l == 0 { self.tf[c].as_ref().and_then(|t| t.get(ds.value(c, a))) } else { None };
+        (m, tf.map_or(self.u[c][l as usize], |t| t.max(1e-9)))
+    }
+
     pub fn explain(&self, ds: &Dataset, a: u32, b: u32) -> Explanation {
         let prior_weight = (self.prior / (1.0 - self.prior)).log2();
         let mut contributions = Vec::new();
@@ -587,14 +596,7 @@ impl Model {
                 contributions.push(Contribution { column: column.name.clone(), level: "missing", m: 1.0, u: 1.0, weight: 0.0 });
                 continue;
             }
-            let m = self.m[c][l as usize];
-            let mut u = self.u[c][l as usize];
-            if l == 0 {
-                if let Some(tf) = self.tf[c].as_ref().and_then(|t| t.get(ds.value(c, a))) {
-                    // A rare value agreeing is stronger evidence than a common one.
-                    u = tf.max(1e-9);
-                }
-            }
+            let (m, u) = self.m_u(ds, c, l, a);
             let w = (m / u).log2();
             weight += w;
             contributions.push(Contribution { column: column.name.clone(), level: level_labels(column.role)[l as usize], m, u, weight: w });
@@ -608,17 +610,10 @@ impl Model {
         let mut weight = (self.prior / (1.0 - self.prior)).log2();
         for c in 0..ds.columns.len() {
             let l = ds.level(c, a, b);
-            if l == NULL {
-                continue;
+            if l != NULL {
+                let (m, u) = self.m_u(ds, c, l, a);
+                weight += (m / u).log2();
             }
-            let m = self.m[c][l as usize];
-            let mut u = self.u[c][l as usize];
-            if l == 0 {
-                if let Some(tf) = self.tf[c].as_ref().and_then(|t| t.get(ds.value(c, a))) {
-                    u = tf.max(1e-9);
-                }
-            }
-            weight += (m / u).log2();
         }
         weight
     }

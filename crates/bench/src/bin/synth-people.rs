@@ -23,18 +23,15 @@ struct Args {
     truth: std::path::PathBuf,
 }
 
-struct Rng(u64);
+/// The linkage crate's seeded generator, with what the generator needs on top.
+struct Rng(confidant_linkage::Rng);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next()
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.below(n as u64) as usize
     }
     fn chance(&mut self, p: f64) -> bool {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
@@ -101,7 +98,7 @@ fn digit_typo(rng: &mut Rng, s: &str) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let mut rng = Rng(args.seed);
+    let mut rng = Rng(confidant_linkage::Rng(args.seed));
     let given = pool(&mut rng, 6_000, 1, 3);
     let surnames = pool(&mut rng, 60_000, 2, 3);
     let streets = pool(&mut rng, 20_000, 2, 3);
