@@ -147,3 +147,11 @@ pub(crate) async fn run(config: Config, args: ImportArgs) -> Result<()> {
     app.store().close().await?;
     Ok(())
 }
+
+pub(crate) async fn quality(config: Config) -> Result<()> {
+    let app = crate::open_app(config).await?;
+    let q = app.quality().await?;
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"sources": q}))?);
+    app.store().close().await?;
+    Ok(())
+}

@@ -61,6 +61,8 @@ enum Command {
     Dedupe(dedupe::DedupeArgs),
     /// Import a CSV or JSONL file from a source (CRM, loyalty, surveys), or show the quarantine.
     Import(import::ImportArgs),
+    /// Data quality per source and field: completeness, uniqueness, freshness, duplicates.
+    Quality,
 }
 
 /// Loads the configuration: file, then `CONFIDANT_*` variables, then command-line flags.
@@ -202,6 +204,7 @@ fn main() -> Result<()> {
             Command::Ropa(args) => rights::ropa(config, args).await,
             Command::Audit(cmd) => rights::audit(config, cmd).await,
             Command::Import(args) => import::run(config, args).await,
+            Command::Quality => import::quality(config).await,
             Command::VerifyErasure(_) | Command::Dedupe(_) => unreachable!("handled above"),
         }
     })

@@ -82,6 +82,20 @@ fn imports_normalise_quarantine_and_can_be_repeated() {
     let r = json_out(&confidant(&config, &["import", "--source", "web", "--mapping", map.to_str().unwrap(), jl.to_str().unwrap()]));
     assert_eq!((r["imported"].as_u64(), r["quarantined"].as_u64()), (Some(1), Some(1)), "{r}");
     assert_eq!(traits(&config, "user_id:L-9")["email"], "noe@example.fr");
+
+    // The quality report: per source and field.
+    let q = json_out(&confidant(&config, &["quality"]));
+    let web = q["sources"].as_array().unwrap().iter().find(|s| s["source"] == "web").unwrap().clone();
+    assert_eq!(web["profiles"], 5, "{web}");
+    assert_eq!(web["quarantined"], serde_json::json!({"mail:invalid_email": 1}), "{web}");
+    let field = |name: &str| web["fields"].as_array().unwrap().iter().find(|f| f["field"] == name).cloned().unwrap_or_default();
+    assert_eq!(field("email")["present"], 5);
+    assert_eq!(field("email")["uniqueness"], 1.0);
+    assert_eq!(field("country")["present"], 4);
+    assert!((field("country")["completeness"].as_f64().unwrap() - 0.8).abs() < 1e-9);
+    assert!(field("country")["uniqueness"].as_f64().unwrap() < 0.5, "every row is FR");
+    assert!(field("phone")["uniqueness"].is_null(), "phones are encrypted: not comparable at rest");
+    assert!(field("email")["last_updated"].as_i64().unwrap() > 1_700_000_000_000);
 }
 
 #[test]

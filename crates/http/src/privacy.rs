@@ -34,6 +34,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/.well-known/gpc.json", get(gpc_json))
         .route("/api/privacy/purposes", get(purposes))
         .route("/api/privacy/minimisation", get(minimisation))
+        .route("/api/quality", get(quality))
         .route("/api/profiles/{id}/consent", get(profile_consent))
         .route("/api/profiles/{id}/lawful", get(profile_lawful))
         .route("/api/dsr", get(dsr_list).post(dsr_create))
@@ -153,6 +154,11 @@ async fn minimisation(State(app): State<App>, headers: HeaderMap) -> Result<Json
                         "first_at": format_millis(r.first_at), "last_at": format_millis(r.last_at)}))
         .collect();
     Ok(Json(json!({"dropped_total": total, "fields": rows})))
+}
+
+async fn quality(State(app): State<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorise(&app, &headers, &[Role::Dpo, Role::Admin, Role::Analyst])?;
+    Ok(Json(json!({"sources": app.quality().await?})))
 }
 
 async fn profile_consent(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -445,6 +445,7 @@ async fn every_role_on_every_endpoint() {
         ("POST", format!("/api/profiles/{pid}/unmerge"), None, &["admin", "dpo"]),
         ("GET", "/api/privacy/purposes".into(), None, &["admin", "dpo", "analyst", "marketer"]),
         ("GET", "/api/privacy/minimisation".into(), None, &["admin", "dpo", "analyst"]),
+        ("GET", "/api/quality".into(), None, &["admin", "dpo", "analyst"]),
         ("GET", "/api/dsr".into(), None, &["admin", "dpo"]),
         ("POST", "/api/dsr".into(), Some(dsr_body), &["admin", "dpo"]),
         ("GET", "/api/dsr/1".into(), None, &["admin", "dpo"]),

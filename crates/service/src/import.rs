@@ -238,6 +238,11 @@ impl App {
         Ok(())
     }
 
+    /// Data quality per source and field (no personal data: counts and rates).
+    pub async fn quality(&self) -> Result<Vec<confidant_store::privacy::QualitySource>, ServiceError> {
+        Ok(self.store().quality().await?)
+    }
+
     pub async fn quarantine(&self, source: Option<String>) -> Result<Vec<QuarantineView>, ServiceError> {
         Ok(self.store().quarantine_list(source).await?)
     }

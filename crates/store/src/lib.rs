@@ -339,6 +339,11 @@ impl Store {
     pub async fn quarantine_replace(&self, source_id: i64, file: String, rows: Vec<QuarantineRow>) -> Result<u64> {
         self.backend.quarantine_replace(source_id, file, rows).await
     }
+    /// Data quality per source and field: completeness, uniqueness, freshness, duplicates
+    /// found (merges), quarantined and rejected counts.
+    pub async fn quality(&self) -> Result<Vec<QualitySource>> {
+        self.backend.quality().await
+    }
     pub async fn quarantine_list(&self, source: Option<String>) -> Result<Vec<QuarantineView>> {
         self.backend.quarantine_list(source).await
     }

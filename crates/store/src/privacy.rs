@@ -291,3 +291,33 @@ pub struct QuarantineView {
     pub raw: String,
     pub at: Millis,
 }
+
+/// Data quality per source and trait (see `Store::quality`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct QualityField {
+    pub field: String,
+    /// Profiles holding a value of this field from this source.
+    pub present: u64,
+    /// present / profiles the source has data for.
+    pub completeness: f64,
+    /// Distinct values / present; `None` for encrypted values (not comparable at rest).
+    pub uniqueness: Option<f64>,
+    /// When the newest value from this source was recorded.
+    pub last_updated: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct QualitySource {
+    pub source: String,
+    /// Profiles the source has sent data about.
+    pub profiles: u64,
+    pub events: u64,
+    pub last_event: Option<Millis>,
+    /// Messages from this source that joined two profiles into one (duplicates found).
+    pub merges: u64,
+    /// Import rows in quarantine, by field and reason.
+    pub quarantined: BTreeMap<String, u64>,
+    /// Messages refused at ingestion, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    pub fields: Vec<QualityField>,
+}

@@ -487,6 +487,10 @@ impl Sqlite {
         .await
     }
 
+    pub(crate) async fn quality(&self) -> Result<Vec<QualitySource>> {
+        self.read(privacy::quality).await
+    }
+
     pub(crate) async fn subject_record(&self, id: ProfileId) -> Result<SubjectRecord> {
         self.read(move |c| privacy::subject_record(c, id.0)).await
     }

@@ -661,3 +661,45 @@ pub(super) fn register_counts(conn: &Connection, trait_categories: &BTreeMap<Str
     c.events_by_source = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<std::result::Result<_, _>>()?;
     Ok(c)
 }
+
+// ------------------------------------------------------------------------------ quality
+
+pub(super) fn quality(conn: &Connection) -> Result<Vec<QualitySource>> {
+    let sources: Vec<(i64, String)> =
+        conn.prepare("SELECT id, name FROM sources ORDER BY name")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<std::result::Result<_, _>>()?;
+    let mut out = Vec::new();
+    for (id, name) in sources {
+        let (events, profiles, last_event): (i64, i64, Option<i64>) = conn
+            .prepare_cached("SELECT count(*), count(DISTINCT profile_id), max(received_at) FROM events WHERE source_id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let merges: i64 = conn.prepare_cached("SELECT count(*) FROM merges WHERE source_id = ?1 AND undone_at IS NULL")?.query_row([id], |r| r.get(0))?;
+        let mut quarantined = BTreeMap::new();
+        let mut stmt = conn.prepare_cached("SELECT field || ':' || reason, count(*) FROM quarantine WHERE source_id = ?1 GROUP BY 1")?;
+        for row in stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (k, n) = row?;
+            quarantined.insert(k, n as u64);
+        }
+        let mut rejected = BTreeMap::new();
+        let mut stmt = conn.prepare_cached("SELECT substr(outcome, 10), sum(count) FROM ingest_counts WHERE source_id = ?1 AND outcome LIKE 'rejected:%' GROUP BY 1")?;
+        for row in stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (k, n) = row?;
+            rejected.insert(k, n as u64);
+        }
+        let mut fields = Vec::new();
+        let mut stmt = conn.prepare_cached(
+            "SELECT key, count(*), count(DISTINCT value), max(ts), sum(value LIKE '{\"$enc\"%') FROM traits WHERE source_id = ?1 GROUP BY key ORDER BY key",
+        )?;
+        for row in stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?)))? {
+            let (field, present, distinct, last, encrypted) = row?;
+            fields.push(QualityField {
+                field,
+                present: present as u64,
+                completeness: if profiles > 0 { (present as f64 / profiles as f64).min(1.0) } else { 0.0 },
+                uniqueness: (encrypted == 0 && present > 0).then(|| distinct as f64 / present as f64),
+                last_updated: last,
+            });
+        }
+        out.push(QualitySource { source: name, profiles: profiles as u64, events: events as u64, last_event, merges: merges as u64, quarantined, rejected, fields });
+    }
+    Ok(out)
+}
