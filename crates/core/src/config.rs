@@ -154,6 +154,10 @@ pub struct IdentityConfig {
     pub max_emails: usize,
     pub max_phones: usize,
     pub max_anonymous_ids: usize,
+    /// How golden records choose among sources' values: `most_recent` (default),
+    /// `most_trusted`, `most_complete`; per trait in `trait_survivorship`; sources ranked in
+    /// `source_trust`, most trusted first.
+    pub survivorship: crate::identity::SurvivorshipRules,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -196,6 +200,7 @@ impl Default for Config {
                 max_emails: IdLimits::default().emails,
                 max_phones: IdLimits::default().phones,
                 max_anonymous_ids: IdLimits::default().anonymous_ids,
+                survivorship: crate::identity::SurvivorshipRules::default(),
             },
             log: LogConfig { level: "info".into(), format: LogFormat::Text },
             privacy: crate::privacy::decode(None).expect("the default privacy configuration is valid"),
@@ -554,6 +559,15 @@ impl Decoder {
         id.max_emails = self.positive(&mut identity, p, "max_emails", id.max_emails);
         id.max_phones = self.positive(&mut identity, p, "max_phones", id.max_phones);
         id.max_anonymous_ids = self.positive(&mut identity, p, "max_anonymous_ids", id.max_anonymous_ids);
+        if let Some(rule) = self.take::<crate::identity::Survivorship>(&mut identity, p, "survivorship") {
+            c.identity.survivorship.default = rule;
+        }
+        if let Some(per) = self.take::<std::collections::BTreeMap<String, crate::identity::Survivorship>>(&mut identity, p, "trait_survivorship") {
+            c.identity.survivorship.per_trait = per;
+        }
+        if let Some(trust) = self.take::<Vec<String>>(&mut identity, p, "source_trust") {
+            c.identity.survivorship.trust = trust;
+        }
         self.finish(identity, p);
 
         let mut log = self.table(&mut root, "", "log");

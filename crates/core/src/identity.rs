@@ -326,3 +326,80 @@ mod tests {
         assert_eq!(p.conflicts[0].reason, ConflictReason::BlockedByUnmerge);
     }
 }
+
+/// How a golden record chooses a trait's value among the values its sources gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Survivorship {
+    /// The value with the latest event time.
+    MostRecent,
+    /// The value from the source ranked highest in `identity.source_trust` (then most recent).
+    MostTrusted,
+    /// The longest non-empty value (then most recent).
+    MostComplete,
+}
+
+/// Survivorship rules: a default and per-trait exceptions, with the sources' trust ranking.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SurvivorshipRules {
+    pub default: Survivorship,
+    pub per_trait: std::collections::BTreeMap<String, Survivorship>,
+    /// Source names, most trusted first; unlisted sources come after them.
+    pub trust: Vec<String>,
+}
+
+impl Default for SurvivorshipRules {
+    fn default() -> Self {
+        SurvivorshipRules { default: Survivorship::MostRecent, per_trait: Default::default(), trust: Vec::new() }
+    }
+}
+
+/// One source's value of a trait, as survivorship sees it.
+pub struct SourceValue<'a> {
+    pub value_json: &'a str,
+    pub timestamp: i64,
+    pub source: &'a str,
+}
+
+impl SurvivorshipRules {
+    /// The index of the surviving value among candidates of one trait (`None` if empty).
+    pub fn choose(&self, key: &str, candidates: &[SourceValue<'_>]) -> Option<usize> {
+        let rule = self.per_trait.get(key).copied().unwrap_or(self.default);
+        let rank = |s: &str| self.trust.iter().position(|t| t == s).unwrap_or(self.trust.len());
+        let empty = |v: &str| matches!(v, "null" | "\"\"");
+        (0..candidates.len()).max_by(|&a, &b| {
+            let (x, y) = (&candidates[a], &candidates[b]);
+            let primary = match rule {
+                Survivorship::MostRecent => std::cmp::Ordering::Equal,
+                // Lower rank is more trusted: reverse.
+                Survivorship::MostTrusted => rank(y.source).cmp(&rank(x.source)),
+                Survivorship::MostComplete => {
+                    let len = |c: &SourceValue<'_>| if empty(c.value_json) { 0 } else { c.value_json.chars().count() };
+                    len(x).cmp(&len(y))
+                }
+            };
+            primary.then(x.timestamp.cmp(&y.timestamp))
+        })
+    }
+}
+
+#[cfg(test)]
+mod survivorship_tests {
+    use super::*;
+
+    #[test]
+    fn each_rule_chooses_as_documented() {
+        let c = [
+            SourceValue { value_json: "\"Lea\"", timestamp: 30, source: "web" },
+            SourceValue { value_json: "\"Léa Marie\"", timestamp: 10, source: "crm" },
+            SourceValue { value_json: "\"L\"", timestamp: 20, source: "survey" },
+        ];
+        let mut rules = SurvivorshipRules { trust: vec!["crm".into(), "web".into()], ..Default::default() };
+        assert_eq!(rules.choose("firstName", &c), Some(0), "most recent by default");
+        rules.per_trait.insert("firstName".into(), Survivorship::MostTrusted);
+        assert_eq!(rules.choose("firstName", &c), Some(1));
+        rules.per_trait.insert("firstName".into(), Survivorship::MostComplete);
+        assert_eq!(rules.choose("firstName", &c), Some(1));
+        assert_eq!(rules.choose("x", &[]), None);
+    }
+}

@@ -69,6 +69,7 @@ fn profile_json(p: &ProfileView) -> Value {
         "identities": identities,
         "traits": traits,
         "trait_provenance": provenance,
+        "trait_lineage": p.trait_values.iter().map(|t| json!({"key": t.key, "value": t.value, "source": t.source, "timestamp": format_millis(t.timestamp)})).collect::<Vec<_>>(),
         "merged_profiles": p.members.iter().skip(1).map(|m| m.to_string()).collect::<Vec<_>>(),
     })
 }

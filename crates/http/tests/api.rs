@@ -393,3 +393,38 @@ async fn health_and_metrics_answer() {
         assert!(m.contains(needle), "{needle} missing from\n{m}");
     }
 }
+
+#[tokio::test]
+async fn golden_records_follow_the_survivorship_rules_and_keep_lineage() {
+    let t = spawn_app_with(
+        r#"
+        [[sources]]
+        name = "crm"
+        write_key = "wk_crm_0123456789abcdef"
+        [identity]
+        source_trust = ["crm", "web"]
+        [identity.trait_survivorship]
+        firstName = "most_trusted"
+        address = "most_complete"
+        "#,
+    )
+    .await;
+    let send = |key: &'static str, body: Value| {
+        let (client, url) = (t.client.clone(), format!("{}/v1/identify", t.base));
+        async move { client.post(url).basic_auth(key, Some("")).json(&body).send().await.unwrap().status() }
+    };
+    let crm = json!({"userId": "u-g1", "timestamp": "2026-01-01T00:00:00Z", "traits": {"firstName": "Léa", "lastName": "Martin", "address": "1 rue X"}});
+    let web = json!({"userId": "u-g1", "timestamp": "2026-02-01T00:00:00Z", "traits": {"firstName": "Lea", "lastName": "Martin-Dupont", "address": "1 rue X, 75001 Paris"}});
+    assert_eq!(send("wk_crm_0123456789abcdef", crm).await, 200);
+    assert_eq!(send(WRITE_KEY, web).await, 200);
+    let later = json!({"userId": "u-g1", "timestamp": "2026-03-01T00:00:00Z", "traits": {"address": "1 r. X"}});
+    assert_eq!(send("wk_crm_0123456789abcdef", later).await, 200);
+    let p = t.profile_by("user_id=u-g1").await;
+    assert_eq!(p["traits"]["firstName"], "Léa", "the most trusted source wins: {p}");
+    assert_eq!(p["traits"]["lastName"], "Martin-Dupont", "the most recent wins by default");
+    assert_eq!(p["traits"]["address"], "1 rue X, 75001 Paris", "the most complete wins");
+    assert_eq!(p["trait_provenance"]["firstName"]["source"], "crm");
+    let lineage = p["trait_lineage"].as_array().unwrap();
+    assert_eq!(lineage.len(), 6, "every source's value of every trait: {lineage:?}");
+    assert!(lineage.iter().any(|l| l["key"] == "firstName" && l["value"] == "Lea" && l["source"] == "web"));
+}

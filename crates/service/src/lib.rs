@@ -207,11 +207,38 @@ impl App {
             },
             _ => value.to_owned(),
         };
-        Ok(self.inner.store.find_profiles(kind, value).await?)
+        let mut found = self.inner.store.find_profiles(kind, value).await?;
+        found.iter_mut().for_each(|p| self.golden(p));
+        Ok(found)
     }
 
     pub async fn profile(&self, id: ProfileId) -> Result<ProfileView, ServiceError> {
-        self.inner.store.profile(id).await?.ok_or(ServiceError::NotFound("profile"))
+        let mut p = self.inner.store.profile(id).await?.ok_or(ServiceError::NotFound("profile"))?;
+        self.golden(&mut p);
+        Ok(p)
+    }
+
+    /// The golden record: per trait, the value the survivorship rules choose among the values
+    /// the sources gave (`identity.survivorship`, `trait_survivorship`, `source_trust`).
+    pub fn golden(&self, p: &mut ProfileView) {
+        use confidant_core::identity::SourceValue;
+        let rules = &self.inner.config.identity.survivorship;
+        let mut by_key: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+        for (i, t) in p.trait_values.iter().enumerate() {
+            by_key.entry(t.key.as_str()).or_default().push(i);
+        }
+        let texts: Vec<String> = p.trait_values.iter().map(|t| t.value.to_string()).collect();
+        let mut chosen = Vec::with_capacity(by_key.len());
+        for (key, idx) in by_key {
+            let candidates: Vec<SourceValue<'_>> =
+                idx.iter().map(|&i| SourceValue { value_json: &texts[i], timestamp: p.trait_values[i].timestamp, source: &p.trait_values[i].source }).collect();
+            if let Some(best) = rules.choose(key, &candidates) {
+                chosen.push(p.trait_values[idx[best]].clone());
+            }
+        }
+        if !chosen.is_empty() || p.trait_values.is_empty() {
+            p.traits = chosen;
+        }
     }
 
     pub async fn profile_events(&self, id: ProfileId, limit: usize, cursor: Option<EventCursor>) -> Result<EventPage, ServiceError> {

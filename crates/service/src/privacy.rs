@@ -519,7 +519,8 @@ impl App {
 
     /// Everything held about a subject (Art. 15 and 20), with, for each category, why it is held.
     pub async fn build_export(&self, subject: ProfileId, request: &str) -> Result<Value, ServiceError> {
-        let x = self.inner.store.export(subject).await?;
+        let mut x = self.inner.store.export(subject).await?;
+        self.golden(&mut x.profile);
         let policy = &self.inner.policy;
         let state = state_of(&self.inner.store.subject_record(subject).await?);
         let mut categories: BTreeMap<String, ()> = BTreeMap::new();
@@ -568,6 +569,7 @@ impl App {
                         "merged_profiles": x.profile.members.iter().map(|m| m.to_string()).collect::<Vec<_>>()},
             "identities": x.profile.identities.iter().map(|i| json!({"kind": i.kind.as_str(), "value": i.value, "source": i.source, "created_at": confidant_core::time::format_millis(i.created_at)})).collect::<Vec<_>>(),
             "traits": traits,
+            "trait_lineage": x.profile.trait_values.iter().map(|t| json!({"key": t.key, "value": t.value, "source": t.source, "timestamp": confidant_core::time::format_millis(t.timestamp)})).collect::<Vec<_>>(),
             "computed_traits": [],
             "events": events,
             "consent": {"current": current, "receipts": x.receipts},

@@ -109,7 +109,11 @@ pub struct ProfileView {
     /// Every profile of the tree, the root first.
     pub members: Vec<ProfileId>,
     pub identities: Vec<IdentityView>,
+    /// The golden record: one value per key (the most recent; the service applies the
+    /// configured survivorship rules to `trait_values`).
     pub traits: Vec<TraitView>,
+    /// Lineage: every source's latest value of every key, across the tree.
+    pub trait_values: Vec<TraitView>,
     pub event_count: i64,
     pub first_seen: Option<Millis>,
     pub last_seen: Option<Millis>,

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_foundation.sql"),
     include_str!("../../migrations/sqlite/0002_privacy.sql"),
     include_str!("../../migrations/sqlite/0003_import.sql"),
+    include_str!("../../migrations/sqlite/0004_traits_by_source.sql"),
 ];
 
 /// The members of the tree rooted at `?1`: the root and every profile merged into it,
@@ -159,7 +160,7 @@ fn lower_priority() {
 /// A profile with its sealed trait values opened.
 fn open_profile(c: &Connection, master: &[u8; 32], mut p: ProfileView) -> Result<ProfileView> {
     let mut keys = std::collections::HashMap::new();
-    for t in &mut p.traits {
+    for t in p.traits.iter_mut().chain(p.trait_values.iter_mut()) {
         crypt::open_value(c, master, &mut t.value, &mut keys)?;
     }
     Ok(p)

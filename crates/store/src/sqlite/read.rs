@@ -40,7 +40,9 @@ pub(super) fn profile(conn: &Connection, id: i64) -> Result<Option<ProfileView>>
     }
 
     // Per key, the latest value across the tree; on equal times the root's own row wins.
+    // Every row (each source's latest value) is kept as the lineage.
     let mut latest: HashMap<String, (i64, bool, TraitView)> = HashMap::new();
+    let mut trait_values = Vec::new();
     let mut stmt = conn.prepare_cached(&format!(
         "{MEMBERS} SELECT t.key, t.value, t.ts, s.name, t.message_id, t.profile_id
          FROM traits t JOIN sources s ON s.id = t.source_id WHERE t.profile_id IN m"
@@ -58,6 +60,7 @@ pub(super) fn profile(conn: &Connection, id: i64) -> Result<Option<ProfileView>>
             source: r.get(3)?,
             message_id: r.get(4)?,
         };
+        trait_values.push(view.clone());
         match latest.get(&key) {
             Some((t, root_row, _)) if (*t, *root_row) >= (ts, is_root) => {}
             _ => {
@@ -78,6 +81,7 @@ pub(super) fn profile(conn: &Connection, id: i64) -> Result<Option<ProfileView>>
         members: members.into_iter().map(ProfileId).collect(),
         identities,
         traits,
+        trait_values,
         event_count,
         first_seen,
         last_seen,

@@ -688,8 +688,8 @@ fn store_message(conn: &Connection, source_id: i64, msg: &SealedMessage, target:
     if !msg.traits.is_empty() {
         let mut upsert = conn.prepare_cached(
             "INSERT INTO traits(profile_id, key, value, ts, source_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(profile_id, key) DO UPDATE SET value = excluded.value, ts = excluded.ts,
-                 source_id = excluded.source_id, message_id = excluded.message_id
+             ON CONFLICT(profile_id, key, source_id) DO UPDATE SET value = excluded.value, ts = excluded.ts,
+                 message_id = excluded.message_id
              WHERE excluded.ts >= traits.ts",
         )?;
         for (name, value) in &msg.traits {
