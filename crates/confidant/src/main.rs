@@ -63,6 +63,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Data quality per source and field: completeness, uniqueness, freshness, duplicates.
     Quality,
+    /// Probabilistic matching of profiles: merge the certain duplicates, queue the doubtful.
+    Match,
 }
 
 /// Loads the configuration: file, then `CONFIDANT_*` variables, then command-line flags.
@@ -205,6 +207,14 @@ fn main() -> Result<()> {
             Command::Audit(cmd) => rights::audit(config, cmd).await,
             Command::Import(args) => import::run(config, args).await,
             Command::Quality => import::quality(config).await,
+            Command::Match => {
+                let app = open_app(config).await?;
+                let by = confidant_service::Principal { name: "cli".into(), role: confidant_core::config::Role::Dpo };
+                let r = app.match_profiles(&by).await?;
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                app.store().close().await?;
+                Ok(())
+            }
             Command::VerifyErasure(_) | Command::Dedupe(_) => unreachable!("handled above"),
         }
     })

@@ -158,6 +158,11 @@ pub struct IdentityConfig {
     /// `most_trusted`, `most_complete`; per trait in `trait_survivorship`; sources ranked in
     /// `source_trust`, most trusted first.
     pub survivorship: crate::identity::SurvivorshipRules,
+    /// Probabilistic matching of profiles: pairs at or above this probability are merged.
+    /// Default 0.99.
+    pub match_threshold: f64,
+    /// Pairs at or above this (and below `match_threshold`) go to the review queue. Default 0.8.
+    pub review_threshold: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -201,6 +206,8 @@ impl Default for Config {
                 max_phones: IdLimits::default().phones,
                 max_anonymous_ids: IdLimits::default().anonymous_ids,
                 survivorship: crate::identity::SurvivorshipRules::default(),
+                match_threshold: 0.99,
+                review_threshold: 0.8,
             },
             log: LogConfig { level: "info".into(), format: LogFormat::Text },
             privacy: crate::privacy::decode(None).expect("the default privacy configuration is valid"),
@@ -567,6 +574,18 @@ impl Decoder {
         }
         if let Some(trust) = self.take::<Vec<String>>(&mut identity, p, "source_trust") {
             c.identity.survivorship.trust = trust;
+        }
+        for (key, slot) in [("match_threshold", 0), ("review_threshold", 1)] {
+            if let Some(v) = self.take::<f64>(&mut identity, p, key) {
+                if (0.0..=1.0).contains(&v) {
+                    if slot == 0 { c.identity.match_threshold = v } else { c.identity.review_threshold = v }
+                } else {
+                    self.problem(join(p, key), "must be a probability between 0 and 1");
+                }
+            }
+        }
+        if c.identity.review_threshold > c.identity.match_threshold {
+            self.problem("identity.review_threshold", "must not exceed identity.match_threshold");
         }
         self.finish(identity, p);
 

@@ -35,6 +35,9 @@ pub(crate) fn routes() -> Router<App> {
         .route("/api/privacy/purposes", get(purposes))
         .route("/api/privacy/minimisation", get(minimisation))
         .route("/api/quality", get(quality))
+        .route("/api/identity/match", post(identity_match))
+        .route("/api/identity/reviews", get(identity_reviews))
+        .route("/api/identity/reviews/{id}", post(identity_decide))
         .route("/api/profiles/{id}/consent", get(profile_consent))
         .route("/api/profiles/{id}/lawful", get(profile_lawful))
         .route("/api/dsr", get(dsr_list).post(dsr_create))
@@ -159,6 +162,44 @@ async fn minimisation(State(app): State<App>, headers: HeaderMap) -> Result<Json
 async fn quality(State(app): State<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorise(&app, &headers, &[Role::Dpo, Role::Admin, Role::Analyst])?;
     Ok(Json(json!({"sources": app.quality().await?})))
+}
+
+async fn identity_match(State(app): State<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let who = authorise(&app, &headers, DPO_ROLES)?;
+    Ok(Json(serde_json::to_value(app.match_profiles(&who).await?).unwrap_or(Value::Null)))
+}
+
+#[derive(serde::Deserialize)]
+struct ReviewsQuery {
+    status: Option<String>,
+}
+
+async fn identity_reviews(State(app): State<App>, headers: HeaderMap, Query(q): Query<ReviewsQuery>) -> Result<Json<Value>, ApiError> {
+    authorise(&app, &headers, DPO_ROLES)?;
+    if let Some(s) = &q.status {
+        if !["open", "merged", "rejected"].contains(&s.as_str()) {
+            return Err(ApiError::BadRequest { code: "invalid_status", message: "status must be open, merged or rejected".into() });
+        }
+    }
+    Ok(Json(json!({"reviews": app.reviews(q.status).await?})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    decision: String,
+}
+
+async fn identity_decide(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let who = authorise(&app, &headers, DPO_ROLES)?;
+    let id: i64 = id.parse().map_err(|_| ApiError::BadRequest { code: "invalid_review_id", message: "a review id is a number".into() })?;
+    let b: DecisionBody = serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest { code: "invalid_body", message: "the body must be {\"decision\": \"merge\" | \"reject\"}".into() })?;
+    let merge = match b.decision.as_str() {
+        "merge" => true,
+        "reject" => false,
+        _ => return Err(ApiError::Unprocessable { code: "invalid_decision", message: "decision must be merge or reject".into() }),
+    };
+    Ok(Json(serde_json::to_value(app.decide_review(id, merge, &who).await?).unwrap_or(Value::Null)))
 }
 
 async fn profile_consent(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

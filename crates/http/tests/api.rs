@@ -428,3 +428,71 @@ async fn golden_records_follow_the_survivorship_rules_and_keep_lineage() {
     assert_eq!(lineage.len(), 6, "every source's value of every trait: {lineage:?}");
     assert!(lineage.iter().any(|l| l["key"] == "firstName" && l["value"] == "Lea" && l["source"] == "web"));
 }
+
+#[tokio::test]
+async fn probabilistic_matching_merges_the_certain_and_queues_the_doubtful() {
+    let t = spawn_app_with("[identity]\nmatch_threshold = 0.99\nreview_threshold = 0.5\n").await;
+    let firsts = ["Anna", "Bruno", "Chloé", "David", "Emma", "Farid", "Gina", "Hugo", "Inès", "Jules", "Karim", "Léa", "Marc", "Nina", "Omar"];
+    let lasts = ["Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy", "Moreau", "Simon", "Laurent"];
+    let cities = [("75011", "Paris"), ("69003", "Lyon"), ("13001", "Marseille"), ("33000", "Bordeaux"), ("59000", "Lille")];
+    let mut batch = Vec::new();
+    for i in 0..60usize {
+        let (pc, city) = cities[i % cities.len()];
+        batch.push(json!({"type": "identify", "userId": format!("w-{i}"), "traits": {
+            "firstName": firsts[i % firsts.len()], "lastName": lasts[(i * 7) % lasts.len()], "birthday": format!("19{}-0{}-1{}", 50 + i % 45, 1 + i % 9, i % 10),
+            "address": format!("{} rue {}", 1 + i, lasts[(i * 3) % lasts.len()]), "postalCode": pc, "city": city, "email": format!("p{i}@example.fr")}}));
+    }
+    // The same person as w-5, known to another system only by a cookie id, with a typo.
+    let w5 = batch[5]["traits"].clone();
+    let mut dup = w5.clone();
+    dup["email"] = json!("perso.5@example.org");
+    dup["firstName"] = json!(w5["firstName"].as_str().unwrap().to_lowercase());
+    batch.push(json!({"type": "identify", "anonymousId": "crm-5", "traits": dup}));
+    let r: Value = t.post("/v1/batch", json!({"batch": batch})).await.json().await.unwrap();
+    assert_eq!(r["accepted"], 61, "{r}");
+    assert_eq!(t.app.store().totals().await.unwrap().profiles, 61);
+
+    let r = t.client.post(format!("{}/api/identity/match", t.base)).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["merged"], 1, "{report}");
+    assert_eq!(t.app.store().totals().await.unwrap().profiles, 60, "only the duplicate was merged");
+    let p = t.profile_by("anonymous_id=crm-5").await;
+    let ids: Vec<&str> = p["identities"].as_array().unwrap().iter().map(|i| i["value"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"w-5") && ids.contains(&"crm-5"), "{ids:?}");
+    let merges = t.api_json(&format!("/api/profiles/{}/merges", p["id"].as_str().unwrap())).await;
+    let m = &merges["merges"][0];
+    assert_eq!(m["rule"], "probabilistic");
+    assert!(m["evidence"]["probability"].as_f64().unwrap() >= 0.99 && m["evidence"]["comparisons"].is_array(), "{m}");
+    assert!(!m["evidence"].to_string().contains("example"), "the evidence holds no values: {m}");
+    // Exact unmerge, as for any merge.
+    let r = t.client.post(format!("{}/api/profiles/{}/unmerge", t.base, p["id"].as_str().unwrap())).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(t.app.store().totals().await.unwrap().profiles, 61);
+    // Matching again does not undo the person's unmerge.
+    let report: Value = t.client.post(format!("{}/api/identity/match", t.base)).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!(report["merged"], 0, "{report}");
+    assert_eq!(t.app.store().totals().await.unwrap().profiles, 61);
+
+    // The band of doubt goes to review: two profiles both holding a user id are never merged
+    // automatically, however alike.
+    let twin = json!({"type": "identify", "userId": "w-twin-7", "traits": batch[7]["traits"].clone()});
+    assert_eq!(t.post("/v1/identify", twin).await.status(), 200);
+    let report: Value = t.client.post(format!("{}/api/identity/match", t.base)).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!((report["merged"].as_u64(), report["protected"].as_u64()), (Some(0), Some(1)), "{report}");
+    let reviews = t.api_json("/api/identity/reviews?status=open").await;
+    let open = reviews["reviews"].as_array().unwrap();
+    assert_eq!(open.len(), 1, "{reviews}");
+    let id = open[0]["id"].as_i64().unwrap();
+    let decide = |decision: &'static str| {
+        let (client, url) = (t.client.clone(), format!("{}/api/identity/reviews/{id}", t.base));
+        async move { client.post(url).bearer_auth(ADMIN_KEY).json(&json!({"decision": decision})).send().await.unwrap() }
+    };
+    assert_eq!(decide("maybe").await.status(), 422);
+    let r = decide("merge").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "merged");
+    assert_eq!(decide("reject").await.status(), 409, "a decided review stays decided");
+    let p = t.profile_by("user_id=w-7").await;
+    assert_eq!(p["merged_profiles"].as_array().unwrap().len(), 1);
+}

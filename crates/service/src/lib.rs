@@ -6,6 +6,7 @@
 //! - [`import`]: CSV/JSONL rows mapped, normalised, validated, imported or quarantined.
 //! - [`privacy`]: the consent book, consent recording, the rights desk, retention, audit.
 //! - [`ropa`]: the register of processing, generated from the configuration and live counts.
+//! - [`matching`]: probabilistic matching of profiles, merges and the review queue.
 //! - [`keys`]: the master key and the keys derived from it.
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
@@ -14,6 +15,7 @@
 pub mod import;
 pub mod ingest;
 pub mod keys;
+pub mod matching;
 pub mod metrics;
 pub mod privacy;
 pub mod ropa;

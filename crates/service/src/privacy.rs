@@ -672,6 +672,12 @@ impl App {
         Ok(report)
     }
 
+    /// The identity graph changed (merges): consent decisions follow the merged identifiers.
+    pub(crate) async fn consent_book_changed(&self) -> Result<(), ServiceError> {
+        self.inner.book.invalidate();
+        self.inner.book.refresh(&self.inner.store).await
+    }
+
     /// After restoring a backup: erases again everyone erased since it was taken.
     pub async fn reapply_erasures(&self, actor: &str) -> Result<u64, ServiceError> {
         let n = self.inner.store.reapply_tombstones(self.inner.tombstone_key, actor.to_owned()).await?;

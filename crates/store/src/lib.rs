@@ -348,6 +348,21 @@ impl Store {
     pub async fn quality(&self) -> Result<Vec<QualitySource>> {
         self.backend.quality().await
     }
+    /// Every live profile's values of the given keys, for probabilistic matching.
+    pub async fn match_candidates(&self, keys: Vec<String>) -> Result<Vec<MatchCandidate>> {
+        self.backend.match_candidates(keys).await
+    }
+    /// Merges two profiles judged the same person (`upper`: above the merge threshold), or
+    /// queues them for review; merge protection holds.
+    pub async fn merge_probable(&self, a: ProfileId, b: ProfileId, probability: f64, evidence: serde_json::Value, upper: bool, actor: String) -> Result<MatchDecision> {
+        self.backend.merge_probable(a, b, probability, evidence, upper, actor).await
+    }
+    pub async fn reviews(&self, status: Option<String>) -> Result<Vec<ReviewView>> {
+        self.backend.reviews(status).await
+    }
+    pub async fn decide_review(&self, id: i64, merge: bool, actor: String) -> Result<ReviewView> {
+        self.backend.decide_review(id, merge, actor).await
+    }
     pub async fn quarantine_list(&self, source: Option<String>) -> Result<Vec<QuarantineView>> {
         self.backend.quarantine_list(source).await
     }

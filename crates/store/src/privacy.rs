@@ -321,3 +321,36 @@ pub struct QualitySource {
     pub rejected: BTreeMap<String, u64>,
     pub fields: Vec<QualityField>,
 }
+
+/// A live profile's values for probabilistic matching (golden by recency; decrypted).
+#[derive(Clone, Debug)]
+pub struct MatchCandidate {
+    pub profile: ProfileId,
+    /// Key → value, for the keys asked (traits, and `email`/`phone` from identities).
+    pub values: BTreeMap<String, String>,
+}
+
+/// What became of a probable match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchDecision {
+    Merged,
+    Queued,
+    /// Already one profile, already reviewed, or separated by a person (unmerge, rejection).
+    AlreadyDone,
+    /// Merge protection: both profiles hold a user id (queued for review instead).
+    Protected,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ReviewView {
+    pub id: i64,
+    pub at: Millis,
+    pub profile_a: String,
+    pub profile_b: String,
+    pub probability: f64,
+    pub evidence: Value,
+    pub status: String,
+    pub decided_at: Option<Millis>,
+    pub decided_by: Option<String>,
+}

@@ -28,7 +28,7 @@ struct Rng(confidant_linkage::Rng);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0.next()
+        self.0.next_u64()
     }
     fn below(&mut self, n: usize) -> usize {
         self.0.below(n as u64) as usize

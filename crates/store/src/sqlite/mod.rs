@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_privacy.sql"),
     include_str!("../../migrations/sqlite/0003_import.sql"),
     include_str!("../../migrations/sqlite/0004_traits_by_source.sql"),
+    include_str!("../../migrations/sqlite/0005_match_reviews.sql"),
 ];
 
 /// The members of the tree rooted at `?1`: the root and every profile merged into it,
@@ -486,6 +487,23 @@ impl Sqlite {
             Ok(rows.collect::<std::result::Result<_, _>>()?)
         })
         .await
+    }
+
+    pub(crate) async fn match_candidates(&self, keys: Vec<String>) -> Result<Vec<MatchCandidate>> {
+        let master = self.inner.master_key;
+        self.read(move |c| privacy::match_candidates(c, &master, &keys)).await
+    }
+
+    pub(crate) async fn merge_probable(&self, a: ProfileId, b: ProfileId, probability: f64, evidence: serde_json::Value, upper: bool, actor: String) -> Result<MatchDecision> {
+        self.exec(ExecFlags { changes_identities: true, truncate_wal: false }, move |c, _| privacy::merge_probable(c, a.0, b.0, probability, &evidence, upper, &actor, now_millis())).await
+    }
+
+    pub(crate) async fn reviews(&self, status: Option<String>) -> Result<Vec<ReviewView>> {
+        self.read(move |c| privacy::reviews(c, status.as_deref())).await
+    }
+
+    pub(crate) async fn decide_review(&self, id: i64, merge: bool, actor: String) -> Result<ReviewView> {
+        self.exec(ExecFlags { changes_identities: true, truncate_wal: false }, move |c, _| privacy::decide_review(c, id, merge, &actor, now_millis())).await
     }
 
     pub(crate) async fn quality(&self) -> Result<Vec<QualitySource>> {

@@ -458,6 +458,7 @@ pub(super) fn erase(conn: &Connection, req: &ErasureRequest, now: i64) -> Result
     report.traits = run("DELETE FROM traits WHERE profile_id IN m")?;
     report.identities = run("DELETE FROM identities WHERE profile_id IN m")?;
     report.conflicts = run("DELETE FROM identity_conflicts WHERE profile_id IN m")?;
+    run("DELETE FROM match_reviews WHERE profile_a IN m OR profile_b IN m")?;
     run("UPDATE identity_conflicts SET other_id = NULL WHERE other_id IN m")?;
     run("DELETE FROM merge_blocks WHERE profile_a IN m OR profile_b IN m")?;
     report.merges = run("DELETE FROM merges WHERE into_profile IN m OR from_profile IN m")?;
@@ -702,4 +703,182 @@ pub(super) fn quality(conn: &Connection) -> Result<Vec<QualitySource>> {
         out.push(QualitySource { source: name, profiles: profiles as u64, events: events as u64, last_event, merges: merges as u64, quarantined, rejected, fields });
     }
     Ok(out)
+}
+
+// ------------------------------------------------------------------------------ probabilistic matching
+
+pub(super) fn match_candidates(conn: &Connection, master: &[u8; 32], keys: &[String]) -> Result<Vec<MatchCandidate>> {
+    let mut parent: HashMap<i64, Option<i64>> = HashMap::new();
+    let mut stmt = conn.prepare("SELECT id, merged_into FROM profiles")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))? {
+        let (id, p) = row?;
+        parent.insert(id, p);
+    }
+    let root = |mut id: i64| {
+        for _ in 0..10_000 {
+            match parent.get(&id) {
+                Some(Some(p)) => id = *p,
+                _ => break,
+            }
+        }
+        id
+    };
+    let mut values: BTreeMap<i64, BTreeMap<String, (i64, String)>> = BTreeMap::new();
+    for id in parent.keys() {
+        if parent[id].is_none() {
+            values.entry(*id).or_default();
+        }
+    }
+    let mut crypt_keys = HashMap::new();
+    let mut stmt = conn.prepare("SELECT profile_id, key, value, ts FROM traits")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let key: String = r.get(1)?;
+        if !keys.contains(&key) {
+            continue;
+        }
+        let mut v: Value = serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null);
+        super::crypt::open_value(conn, master, &mut v, &mut crypt_keys)?;
+        let text = match v {
+            Value::String(s) => s,
+            Value::Null => continue,
+            other => other.to_string(),
+        };
+        let ts: i64 = r.get(3)?;
+        let slot = values.entry(root(r.get(0)?)).or_default();
+        match slot.get(&key) {
+            Some((t, _)) if *t > ts => {}
+            _ => {
+                slot.insert(key, (ts, text));
+            }
+        }
+    }
+    drop(rows);
+    let mut stmt = conn.prepare("SELECT kind, value, profile_id FROM identities WHERE kind IN (1, 2)")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))? {
+        let (kind, value, profile) = row?;
+        let key = if kind == 1 { "email" } else { "phone" };
+        if keys.iter().any(|k| k == key) {
+            values.entry(root(profile)).or_default().entry(key.to_owned()).or_insert((0, value));
+        }
+    }
+    Ok(values.into_iter().map(|(p, v)| MatchCandidate { profile: ProfileId(p), values: v.into_iter().map(|(k, (_, v))| (k, v)).collect() }).collect())
+}
+
+/// Merges two live profiles judged the same person (`upper`), or queues the pair for review.
+/// Merge protection holds: two trees that both hold a user id are queued, never merged
+/// automatically; trees a person separated are left alone.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn merge_probable(conn: &Connection, a: i64, b: i64, probability: f64, evidence: &Value, upper: bool, actor: &str, now: i64) -> Result<MatchDecision> {
+    let (Some(ra), Some(rb)) = (root_of(conn, a)?, root_of(conn, b)?) else { return Err(StoreError::NotFound("profile")) };
+    if ra == rb {
+        return Ok(MatchDecision::AlreadyDone);
+    }
+    let (x, y) = (ra.min(rb), ra.max(rb));
+    let reviewed: bool = conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM match_reviews WHERE profile_a = ?1 AND profile_b = ?2)")?.query_row(params![x, y], |r| r.get(0))?;
+    if reviewed {
+        return Ok(MatchDecision::AlreadyDone);
+    }
+    if blocked(conn, ra, rb)? {
+        // A person separated them (an unmerge, a rejected review): not proposed again.
+        return Ok(MatchDecision::AlreadyDone);
+    }
+    let protected = both_have_user_ids(conn, ra, rb)?;
+    if upper && !protected {
+        merge_roots(conn, ra, rb, "probabilistic", &json_with(evidence, probability), actor, now)?;
+        return Ok(MatchDecision::Merged);
+    }
+    conn.prepare_cached("INSERT INTO match_reviews(at, profile_a, profile_b, probability, evidence, status) VALUES (?1, ?2, ?3, ?4, ?5, 'open')")?
+        .execute(params![now, x, y, probability, evidence.to_string()])?;
+    Ok(if protected && upper { MatchDecision::Protected } else { MatchDecision::Queued })
+}
+
+fn json_with(evidence: &Value, probability: f64) -> Value {
+    let mut e = evidence.clone();
+    if let Value::Object(m) = &mut e {
+        m.insert("probability".into(), probability.into());
+    }
+    e
+}
+
+/// Merge protection: two trees that each hold a user id are two accounts.
+fn both_have_user_ids(conn: &Connection, ra: i64, rb: i64) -> Result<bool> {
+    let user_ids = |r: i64| -> Result<i64> {
+        Ok(conn.prepare_cached(&format!("{MEMBERS} SELECT count(*) FROM identities WHERE profile_id IN m AND kind = 0"))?.query_row([r], |x| x.get(0))?)
+    };
+    Ok(user_ids(ra)? > 0 && user_ids(rb)? > 0)
+}
+
+/// An unmerge (or a rejected review) keeps some member of one tree apart from the other.
+fn blocked(conn: &Connection, ra: i64, rb: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "{MEMBERS} SELECT EXISTS(SELECT 1 FROM merge_blocks WHERE profile_a IN m AND profile_b IN (WITH RECURSIVE n(id) AS (SELECT ?2 UNION ALL SELECT p.id FROM profiles p JOIN n ON p.merged_into = n.id) SELECT id FROM n))"
+        ))?
+        .query_row(params![ra, rb], |r| r.get(0))?)
+}
+
+/// Joins the tree of `from`'s root under the older root, recording the merge.
+fn merge_roots(conn: &Connection, ra: i64, rb: i64, rule: &str, evidence: &Value, actor: &str, now: i64) -> Result<i64> {
+    let created = |r: i64| -> Result<i64> { Ok(conn.prepare_cached("SELECT created_at FROM profiles WHERE id = ?1")?.query_row([r], |x| x.get(0))?) };
+    let (into, from) = if (created(ra)?, ra) <= (created(rb)?, rb) { (ra, rb) } else { (rb, ra) };
+    let mut ev = evidence.clone();
+    if let Value::Object(m) = &mut ev {
+        m.insert("decided_by".into(), actor.into());
+    }
+    conn.prepare_cached("INSERT INTO merges(at, into_profile, from_profile, rule, evidence) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![now, into, from, rule, ev.to_string()])?;
+    let merge_id = conn.last_insert_rowid();
+    conn.prepare_cached("UPDATE profiles SET merged_into = ?1, merge_id = ?2 WHERE id = ?3")?.execute(params![into, merge_id, from])?;
+    Ok(merge_id)
+}
+
+fn review_row(r: &Row<'_>) -> rusqlite::Result<ReviewView> {
+    Ok(ReviewView {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        profile_a: ProfileId(r.get(2)?).to_string(),
+        profile_b: ProfileId(r.get(3)?).to_string(),
+        probability: r.get(4)?,
+        evidence: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(Value::Null),
+        status: r.get(6)?,
+        decided_at: r.get(7)?,
+        decided_by: r.get(8)?,
+    })
+}
+
+const REVIEW_COLUMNS: &str = "id, at, profile_a, profile_b, probability, evidence, status, decided_at, decided_by FROM match_reviews";
+
+pub(super) fn reviews(conn: &Connection, status: Option<&str>) -> Result<Vec<ReviewView>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {REVIEW_COLUMNS} WHERE ?1 IS NULL OR status = ?1 ORDER BY probability DESC, id"))?;
+    let rows = stmt.query_map([status], review_row)?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+/// A person's decision on a queued pair: merge them (recorded as a merge that can be undone
+/// exactly), or keep them apart for good (recorded as a refused merge and a block).
+pub(super) fn decide_review(conn: &Connection, id: i64, merge: bool, actor: &str, now: i64) -> Result<ReviewView> {
+    let review = conn.prepare_cached(&format!("SELECT {REVIEW_COLUMNS} WHERE id = ?1"))?.query_row([id], review_row).optional()?.ok_or(StoreError::NotFound("review"))?;
+    if review.status != "open" {
+        return Err(StoreError::Conflict(format!("review {id} was already decided ({})", review.status)));
+    }
+    let a = ProfileId::parse(&review.profile_a).map_err(|_| StoreError::NotFound("profile"))?.0;
+    let b = ProfileId::parse(&review.profile_b).map_err(|_| StoreError::NotFound("profile"))?.0;
+    let (ra, rb) = (root_of(conn, a)?.ok_or(StoreError::NotFound("profile"))?, root_of(conn, b)?.ok_or(StoreError::NotFound("profile"))?);
+    let evidence = json_with(&review.evidence, review.probability);
+    if merge {
+        if ra != rb {
+            merge_roots(conn, ra, rb, "probabilistic_reviewed", &evidence, actor, now)?;
+        }
+    } else {
+        let merge_id = merge_roots(conn, ra, rb, "probabilistic_rejected", &evidence, actor, now)?;
+        // Recorded as a merge undone at once, and the pair blocked, as an unmerge does.
+        conn.prepare_cached("UPDATE profiles SET merged_into = NULL, merge_id = NULL WHERE merge_id = ?1")?.execute([merge_id])?;
+        conn.prepare_cached("UPDATE merges SET undone_at = ?1, undone_by = ?2 WHERE id = ?3")?.execute(params![now, actor, merge_id])?;
+        let mut block = conn.prepare_cached("INSERT OR IGNORE INTO merge_blocks(profile_a, profile_b, merge_id) VALUES (?1, ?2, ?3)")?;
+        block.execute(params![ra, rb, merge_id])?;
+        block.execute(params![rb, ra, merge_id])?;
+    }
+    conn.prepare_cached("UPDATE match_reviews SET status = ?1, decided_at = ?2, decided_by = ?3 WHERE id = ?4")?
+        .execute(params![if merge { "merged" } else { "rejected" }, now, actor, id])?;
+    Ok(conn.prepare_cached(&format!("SELECT {REVIEW_COLUMNS} WHERE id = ?1"))?.query_row([id], review_row)?)
 }
