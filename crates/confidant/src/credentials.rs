@@ -50,7 +50,7 @@ pub fn ensure(config: &mut Config) -> Result<Option<Generated>> {
             random_key("wk")
         });
         stored.write_key = Some(key.clone());
-        let source = SourceConfig { name: "default".into(), write_key: key };
+        let source = SourceConfig { name: "default".into(), write_key: key, columns: Default::default() };
         if changed {
             generated.source = Some(source.clone());
         }

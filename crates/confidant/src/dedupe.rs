@@ -23,7 +23,7 @@ pub(crate) struct DedupeArgs {
     ignore: Vec<String>,
     /// The role of a column, over the one inferred from its name: NAME=ROLE (repeatable).
     /// Roles: given_name, surname, name, dob, street_number, address, city, postcode, state,
-    /// phone, email, id_number, text, exact, ignore.
+    /// phone, email, id_number, number, text, exact, ignore.
     #[arg(long = "column", value_name = "NAME=ROLE")]
     columns: Vec<String>,
     /// Pairs at or above this match probability are links.

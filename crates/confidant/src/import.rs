@@ -119,14 +119,16 @@ pub(crate) async fn run(config: Config, args: ImportArgs) -> Result<()> {
         .clone()
         .or_else(|| path.extension().and_then(|e| e.to_str()).map(str::to_lowercase))
         .unwrap_or_else(|| "csv".into());
-    let mapping = match &args.mapping {
-        Some(m) => Mapping::from_toml(&std::fs::read_to_string(m).with_context(|| format!("cannot read {}", m.display()))?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?,
-        None => Mapping::default(),
-    };
-    if !config.sources.iter().any(|s| s.name == source) {
+    let Some(configured) = config.sources.iter().find(|s| s.name == source) else {
         let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
         bail!("--source {source:?} is not a configured source (sources: {})", names.join(", "));
+    };
+    // The source's mapping in the configuration, then --mapping over it.
+    let mut mapping = Mapping::from_pairs(configured.columns.iter());
+    if let Some(m) = &args.mapping {
+        let file = Mapping::from_toml(&std::fs::read_to_string(m).with_context(|| format!("cannot read {}", m.display()))?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?;
+        mapping.columns.extend(file.columns);
     }
     // First pass: the whole file must be readable, so that a broken file imports nothing.
     let mut total = 0u64;
@@ -143,7 +145,11 @@ pub(crate) async fn run(config: Config, args: ImportArgs) -> Result<()> {
     let report = app.import_rows(&src, &file, &mapping, iter, |n| bar.set_position(n)).await;
     bar.finish_and_clear();
     let report = report?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    // Imported rows attach to the profiles they belong to through the probabilistic engine
+    // too, not only by shared identifiers.
+    let by = confidant_service::Principal { name: "import".into(), role: confidant_core::config::Role::Dpo };
+    let matched = app.match_profiles(&by).await?;
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"import": report, "matching": matched}))?);
     app.store().close().await?;
     Ok(())
 }

@@ -40,7 +40,7 @@ fn imports_normalise_quarantine_and_can_be_repeated() {
     std::fs::write(&file, CRM).unwrap();
     let f = file.to_str().unwrap();
 
-    let r = json_out(&confidant(&config, &["import", "--source", "web", f]));
+    let r = json_out(&confidant(&config, &["import", "--source", "web", f]))["import"].clone();
     assert_eq!((r["rows"].as_u64(), r["imported"].as_u64(), r["quarantined"].as_u64()), (Some(4), Some(2), Some(2)), "{r}");
     let lea = traits(&config, "user_id:C-1");
     assert_eq!(lea["email"], "lea@example.fr");
@@ -64,12 +64,12 @@ fn imports_normalise_quarantine_and_can_be_repeated() {
     assert_eq!(rows, vec![(3, "Courriel".into(), "invalid_email".into()), (4, "Téléphone".into(), "invalid_phone".into())]);
 
     // The same file again changes nothing.
-    let r = json_out(&confidant(&config, &["import", "--source", "web", f]));
+    let r = json_out(&confidant(&config, &["import", "--source", "web", f]))["import"].clone();
     assert_eq!((r["imported"].as_u64(), r["unchanged"].as_u64(), r["quarantined"].as_u64()), (Some(0), Some(2), Some(2)), "{r}");
 
     // Corrected rows import, and the quarantine of the file is cleared.
     std::fs::write(&file, CRM.replace("not-an-email", "marc.p@example.fr").replace(",12,", ",06 99 88 77 66,")).unwrap();
-    let r = json_out(&confidant(&config, &["import", "--source", "web", f]));
+    let r = json_out(&confidant(&config, &["import", "--source", "web", f]))["import"].clone();
     assert_eq!((r["imported"].as_u64(), r["unchanged"].as_u64(), r["quarantined"].as_u64(), r["previously_quarantined"].as_u64()), (Some(2), Some(2), Some(0), Some(2)), "{r}");
     let q = json_out(&confidant(&config, &["import", "--quarantine"]));
     assert_eq!(q["quarantined"].as_array().unwrap().len(), 0);
@@ -79,7 +79,7 @@ fn imports_normalise_quarantine_and_can_be_repeated() {
     std::fs::write(&jl, "{\"member\": \"L-9\", \"mail\": \"Noe@Example.fr\", \"points\": 120}\n\n{\"member\": \"L-10\", \"mail\": \"bad\"}\n").unwrap();
     let map = dir.path().join("map.toml");
     std::fs::write(&map, "[columns]\nmember = \"user_id\"\npoints = \"ignore\"\n").unwrap();
-    let r = json_out(&confidant(&config, &["import", "--source", "web", "--mapping", map.to_str().unwrap(), jl.to_str().unwrap()]));
+    let r = json_out(&confidant(&config, &["import", "--source", "web", "--mapping", map.to_str().unwrap(), jl.to_str().unwrap()]))["import"].clone();
     assert_eq!((r["imported"].as_u64(), r["quarantined"].as_u64()), (Some(1), Some(1)), "{r}");
     assert_eq!(traits(&config, "user_id:L-9")["email"], "noe@example.fr");
 
@@ -96,6 +96,20 @@ fn imports_normalise_quarantine_and_can_be_repeated() {
     assert!(field("country")["uniqueness"].as_f64().unwrap() < 0.5, "every row is FR");
     assert!(field("phone")["uniqueness"].is_null(), "phones are encrypted: not comparable at rest");
     assert!(field("email")["last_updated"].as_i64().unwrap() > 1_700_000_000_000);
+}
+
+#[test]
+fn a_source_s_mapping_comes_from_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[[sources]]\nname = \"loyalty\"\nwrite_key = \"wk_loyalty_0123456789abcdef\"\ncolumns = { \"Carte\" = \"user_id\", \"Adresse électronique\" = \"email\", \"Points\" = \"ignore\" }\n";
+    let config = common::write_config(dir.path(), extra);
+    let file = dir.path().join("cards.csv");
+    std::fs::write(&file, "Carte,Adresse électronique,Points\nK-1,Kim@Example.fr,300\n").unwrap();
+    let r = json_out(&confidant(&config, &["import", "--source", "loyalty", file.to_str().unwrap()]))["import"].clone();
+    assert_eq!(r["imported"], 1, "{r}");
+    let t = traits(&config, "user_id:K-1");
+    assert_eq!(t["email"], "kim@example.fr");
+    assert!(t.get("Points").is_none());
 }
 
 #[test]

@@ -86,6 +86,9 @@ pub struct ServerConfig {
 pub struct SourceConfig {
     pub name: String,
     pub write_key: String,
+    /// For imports from this source: column name → `user_id`, `email`, `phone`,
+    /// `anonymous_id`, `ignore` or `trait:NAME`. Unnamed columns take a default from their name.
+    pub columns: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -498,8 +501,9 @@ impl Decoder {
             let path = format!("sources[{i}]");
             let name = self.required_string(&mut t, &path, "name");
             let write_key = self.key_or_digest(&mut t, &path, "write_key");
+            let columns = self.take::<std::collections::BTreeMap<String, String>>(&mut t, &path, "columns").unwrap_or_default();
             self.finish(t, &path);
-            c.sources.push(SourceConfig { name, write_key });
+            c.sources.push(SourceConfig { name, write_key, columns });
         }
         for (i, mut t) in self.array_of_tables(&mut root, "api_keys").into_iter().enumerate() {
             let path = format!("api_keys[{i}]");

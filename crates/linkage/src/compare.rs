@@ -24,10 +24,12 @@ pub enum Role {
     Text,
     /// Any other value, compared exactly.
     Exact,
+    /// A quantity (age, amount, height), compared with relative tolerance.
+    Number,
 }
 
 impl Role {
-    pub const ALL: [Role; 14] = [
+    pub const ALL: [Role; 15] = [
         Role::GivenName,
         Role::Surname,
         Role::Name,
@@ -42,6 +44,7 @@ impl Role {
         Role::IdNumber,
         Role::Text,
         Role::Exact,
+        Role::Number,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl Role {
             Role::IdNumber => "id_number",
             Role::Text => "text",
             Role::Exact => "exact",
+            Role::Number => "number",
         }
     }
 
@@ -83,6 +87,7 @@ impl Role {
             "phone" | "phonenumber" | "telephone" | "mobile" | "tel" => Role::Phone,
             "email" | "emailaddress" | "mail" => Role::Email,
             "socsecid" | "ssn" | "nationalid" | "nir" | "customerid" | "accountnumber" => Role::IdNumber,
+            "age" | "amount" | "montant" | "income" | "revenu" | "height" | "weight" | "taille" | "poids" => Role::Number,
             _ => return None,
         })
     }
@@ -108,6 +113,7 @@ pub fn level_labels(role: Role) -> &'static [&'static str] {
         Role::StreetNumber | Role::Postcode | Role::IdNumber | Role::Phone => &["exact", "one edit", "two edits", "else"],
         Role::Email => &["exact", "same local part or one edit", "else"],
         Role::State | Role::Exact => &["exact", "else"],
+        Role::Number => &["exact", "within 1 %", "within 10 %", "else"],
     }
 }
 
@@ -117,6 +123,8 @@ pub fn normalise(role: Role, raw: &str) -> String {
     let t = raw.trim();
     match role {
         Role::Dob | Role::Phone | Role::IdNumber | Role::StreetNumber | Role::Postcode => t.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_lowercase(),
+        // A decimal comma read as a point; a value that is not a number is missing.
+        Role::Number => t.replace(',', ".").parse::<f64>().ok().filter(|x| x.is_finite()).map(|x| x.to_string()).unwrap_or_default(),
         _ => t.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" "),
     }
 }
@@ -245,6 +253,17 @@ pub fn level(role: Role, a: &str, b: &str) -> u8 {
             }
         }
         Role::State | Role::Exact => 1,
+        Role::Number => {
+            let (x, y) = (a.parse::<f64>().unwrap_or(f64::NAN), b.parse::<f64>().unwrap_or(f64::NAN));
+            let rel = (x - y).abs() / x.abs().max(y.abs()).max(f64::MIN_POSITIVE);
+            if rel <= 0.01 {
+                1
+            } else if rel <= 0.10 {
+                2
+            } else {
+                3
+            }
+        }
     }
 }
 
@@ -289,6 +308,8 @@ mod tests {
         assert_eq!(level(Role::IdNumber, "1451137", "1415137"), 1);
         assert_eq!(level(Role::Postcode, "2272", "2227"), 1);
         assert_eq!(normalise(Role::Phone, " +33 6 12-34 "), "3361234");
+        let n = |a: &str, b: &str| level(Role::Number, &normalise(Role::Number, a), &normalise(Role::Number, b));
+        assert_eq!((n("100", "100.0"), n("100", "100,5"), n("100", "108"), n("100", "150"), n("100", "n/a")), (0, 1, 2, 3, NULL));
         for (a, b, d) in [("abc", "abc", 0), ("abc", "acb", 1), ("abc", "abd", 1), ("abc", "ab", 1), ("abcd", "badc", 2), ("abc", "xyz", 3), ("a", "abcd", 3), ("élan", "elan", 1)] {
             assert_eq!(edits(a, b), d, "{a} {b}");
         }

@@ -81,6 +81,11 @@ impl Mapping {
         Ok(Mapping { columns })
     }
 
+    /// From (column, target) pairs, as the configuration's `[[sources]] columns` gives them.
+    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Mapping {
+        Mapping { columns: pairs.map(|(k, v)| (k.clone(), Target::parse(v))).collect() }
+    }
+
     pub fn target(&self, column: &str) -> Target {
         self.columns.get(column).cloned().unwrap_or_else(|| Target::infer(column))
     }

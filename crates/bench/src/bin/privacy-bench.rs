@@ -58,7 +58,7 @@ async fn main() -> Result<()> {
     }
     std::fs::create_dir_all(&args.dir)?;
     let mut config = Config { data_dir: args.dir.clone(), ..Config::default() };
-    config.sources.push(confidant_core::config::SourceConfig { name: "web".into(), write_key: "wk_bench_0123456789abcdef".into() });
+    config.sources.push(confidant_core::config::SourceConfig { name: "web".into(), write_key: "wk_bench_0123456789abcdef".into(), columns: Default::default() });
     let key = MasterKey::from_bytes([3; 32]);
     let store = Store::open_sqlite(
         &args.dir.join("confidant.db"),
