@@ -146,6 +146,25 @@ pub(crate) fn spawn_retention(app: &App) {
     });
 }
 
+/// Probabilistic profile matching in `serve`, every `jobs.match_interval_minutes`.
+pub(crate) fn spawn_matching(app: &App) {
+    let minutes = app.config().jobs.match_interval_minutes;
+    if minutes == 0 {
+        return;
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        let by = confidant_service::Principal { name: "matching".into(), role: confidant_core::config::Role::Dpo };
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(minutes * 60)).await;
+            match app.match_profiles(&by).await {
+                Ok(r) => tracing::info!(merged = r.merged, queued = r.queued, "profile matching run"),
+                Err(e) => tracing::error!(error = %e, "profile matching run failed"),
+            }
+        }
+    });
+}
+
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -194,6 +213,7 @@ fn main() -> Result<()> {
                 }
                 let app = open_app(config).await?;
                 spawn_retention(&app);
+                spawn_matching(&app);
                 let server = confidant_http::Server::bind(app.clone()).await.context("cannot listen")?;
                 eprintln!("confidant listening on http://{}", server.local_addr());
                 tracing::info!(addr = %server.local_addr(), "listening");

@@ -91,6 +91,7 @@ fn imports_normalise_quarantine_and_can_be_repeated() {
     let field = |name: &str| web["fields"].as_array().unwrap().iter().find(|f| f["field"] == name).cloned().unwrap_or_default();
     assert_eq!(field("email")["present"], 5);
     assert_eq!(field("email")["uniqueness"], 1.0);
+    assert!((field("email")["validity"].as_f64().unwrap() - 5.0 / 6.0).abs() < 1e-9, "one quarantined email: {web}");
     assert_eq!(field("country")["present"], 4);
     assert!((field("country")["completeness"].as_f64().unwrap() - 0.8).abs() < 1e-9);
     assert!(field("country")["uniqueness"].as_f64().unwrap() < 0.5, "every row is FR");

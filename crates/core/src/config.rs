@@ -72,6 +72,9 @@ pub struct SecurityConfig {
 pub struct JobsConfig {
     /// Hours between two retention runs inside `serve`. Default 24; 0 turns the job off.
     pub retention_interval_hours: u64,
+    /// Minutes between two runs of probabilistic profile matching inside `serve`, so that
+    /// profiles built from events attach to the people they describe. Default 60; 0 turns it off.
+    pub match_interval_minutes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -215,7 +218,7 @@ impl Default for Config {
             log: LogConfig { level: "info".into(), format: LogFormat::Text },
             privacy: crate::privacy::decode(None).expect("the default privacy configuration is valid"),
             security: SecurityConfig { master_key_file: None },
-            jobs: JobsConfig { retention_interval_hours: 24 },
+            jobs: JobsConfig { retention_interval_hours: 24, match_interval_minutes: 60 },
         }
     }
 }
@@ -610,6 +613,9 @@ impl Decoder {
         let mut jobs = self.table(&mut root, "", "jobs");
         if let Some(h) = self.take::<u64>(&mut jobs, "jobs", "retention_interval_hours") {
             c.jobs.retention_interval_hours = h;
+        }
+        if let Some(m) = self.take::<u64>(&mut jobs, "jobs", "match_interval_minutes") {
+            c.jobs.match_interval_minutes = m;
         }
         self.finish(jobs, "jobs");
 

@@ -245,7 +245,36 @@ impl App {
 
     /// Data quality per source and field (no personal data: counts and rates).
     pub async fn quality(&self) -> Result<Vec<confidant_store::privacy::QualitySource>, ServiceError> {
-        Ok(self.store().quality().await?)
+        let mut q = self.store().quality().await?;
+        // Validity: quarantined rows count against the trait their column maps to.
+        for source in &mut q {
+            let mapping = self.config().sources.iter().find(|s| s.name == source.source).map(|s| Mapping::from_pairs(s.columns.iter())).unwrap_or_default();
+            for (key, n) in &source.quarantined {
+                let column = key.rsplit_once(':').map_or(key.as_str(), |(c, _)| c);
+                let field = match mapping.target(column) {
+                    Target::Email => "email".to_owned(),
+                    Target::Phone => "phone".to_owned(),
+                    Target::Trait(t) => t,
+                    _ => continue,
+                };
+                match source.fields.iter_mut().find(|f| f.field == field) {
+                    Some(f) => f.invalid += n,
+                    None => source.fields.push(confidant_store::privacy::QualityField {
+                        field,
+                        present: 0,
+                        completeness: 0.0,
+                        uniqueness: None,
+                        last_updated: 0,
+                        invalid: *n,
+                        validity: 0.0,
+                    }),
+                }
+            }
+            for f in &mut source.fields {
+                f.validity = if f.present + f.invalid == 0 { 1.0 } else { f.present as f64 / (f.present + f.invalid) as f64 };
+            }
+        }
+        Ok(q)
     }
 
     pub async fn quarantine(&self, source: Option<String>) -> Result<Vec<QuarantineView>, ServiceError> {

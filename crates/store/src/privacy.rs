@@ -304,6 +304,10 @@ pub struct QualityField {
     pub uniqueness: Option<f64>,
     /// When the newest value from this source was recorded.
     pub last_updated: Millis,
+    /// Import rows of this source in quarantine for an invalid value of this field.
+    pub invalid: u64,
+    /// present / (present + invalid).
+    pub validity: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

@@ -698,6 +698,8 @@ pub(super) fn quality(conn: &Connection) -> Result<Vec<QualitySource>> {
                 completeness: if profiles > 0 { (present as f64 / profiles as f64).min(1.0) } else { 0.0 },
                 uniqueness: (encrypted == 0 && present > 0).then(|| distinct as f64 / present as f64),
                 last_updated: last,
+                invalid: 0,
+                validity: 1.0,
             });
         }
         out.push(QualitySource { source: name, profiles: profiles as u64, events: events as u64, last_event, merges: merges as u64, quarantined, rejected, fields });
