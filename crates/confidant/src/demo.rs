@@ -109,7 +109,12 @@ pub async fn run(config: Config, _generated: Option<Generated>, args: DemoArgs) 
     if let Some(k) = &admin_key {
         println!("  admin API        {base}/api/profiles?email=...   (Authorization: Bearer {k})");
         println!("  try              curl -s -H 'Authorization: Bearer {k}' '{base}/api/profiles?user_id=cust_00001'");
+        println!("  register         curl -s -H 'Authorization: Bearer {k}' '{base}/api/ropa?format=md'");
     }
+    let dir = data_dir.display();
+    println!("  rights desk      confidant dsr export --data-dir {dir} --identifier user_id:cust_00001");
+    println!("                   confidant dsr erase --data-dir {dir} --identifier user_id:cust_00001, then");
+    println!("                   confidant verify-erasure --data-dir {dir} --identifier user_id:cust_00001");
     println!("  health, metrics  {base}/health  {base}/metrics");
 
     if !args.no_serve {
