@@ -80,7 +80,8 @@ fn read_csv(path: &Path, id: &str) -> Result<Loaded> {
     Ok(Loaded { header, ids, rows })
 }
 
-fn csv_problem(e: &csv::Error) -> String {
+/// A CSV reading error as the operator should read it (also used by `import`).
+pub(crate) fn csv_problem(e: &csv::Error) -> String {
     match e.kind() {
         csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 (convert the file to UTF-8)".into(),
         csv::ErrorKind::Io(io) => format!("cannot read: {io}"),

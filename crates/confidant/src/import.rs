@@ -32,12 +32,7 @@ pub(crate) struct ImportArgs {
 
 type Row = (u64, Vec<(String, String)>);
 
-fn utf8_problem(e: &csv::Error) -> String {
-    match e.kind() {
-        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 (convert the file to UTF-8)".into(),
-        _ => e.to_string(),
-    }
-}
+use crate::dedupe::csv_problem as utf8_problem;
 
 /// Streams the rows of a CSV file; structural problems are errors naming file and line.
 fn csv_rows(path: &Path) -> Result<impl Iterator<Item = Result<Row>>> {

@@ -19,9 +19,6 @@ const PROFILE_ROLES: &[Role] = &[Role::Admin, Role::Dpo];
 /// Roles that may read a profile by its pseudonymous id; analysts get it pseudonymised.
 const READ_ROLES: &[Role] = &[Role::Admin, Role::Dpo, Role::Analyst];
 
-fn actor(p: &Principal) -> String {
-    format!("{}:{}", p.role.as_str(), p.name)
-}
 
 pub(crate) fn routes() -> Router<App> {
     Router::new()
@@ -119,7 +116,7 @@ async fn find_profiles(State(app): State<App>, headers: HeaderMap, Query(q): Que
     };
     let profiles = app.find_profiles(*kind, value).await?;
     for p in &profiles {
-        app.audit(&actor(&who), "profile.search", Some(p.id), json!({"by": kind.as_str()})).await?;
+        app.audit(&who.actor(), "profile.search", Some(p.id), json!({"by": kind.as_str()})).await?;
     }
     tracing::info!(actor = %who.name, by = kind.as_str(), found = profiles.len(), "profile lookup");
     Ok(Json(json!({"profiles": profiles.iter().map(profile_json).collect::<Vec<_>>()})))
@@ -129,7 +126,7 @@ async fn get_profile(State(app): State<App>, headers: HeaderMap, Path(id): Path<
     let who = authorise(&app, &headers, READ_ROLES)?;
     let p = app.profile(parse_id(&id)?).await?;
     let pseudonymised = who.role == Role::Analyst;
-    app.audit(&actor(&who), "profile.read", Some(p.id), json!({"pseudonymised": pseudonymised})).await?;
+    app.audit(&who.actor(), "profile.read", Some(p.id), json!({"pseudonymised": pseudonymised})).await?;
     tracing::info!(actor = %who.name, profile = %p.id, "profile read");
     Ok(Json(if pseudonymised { app.pseudonymise(&p) } else { profile_json(&p) }))
 }
@@ -161,7 +158,7 @@ async fn profile_events(State(app): State<App>, headers: HeaderMap, Path(id): Pa
     };
     let page = app.profile_events(id, limit, cursor).await?;
     let pseudonymised = who.role == Role::Analyst;
-    app.audit(&actor(&who), "profile.events.read", Some(id), json!({"events": page.events.len(), "pseudonymised": pseudonymised})).await?;
+    app.audit(&who.actor(), "profile.events.read", Some(id), json!({"events": page.events.len(), "pseudonymised": pseudonymised})).await?;
     tracing::info!(actor = %who.name, profile = %id, events = page.events.len(), "profile events read");
     let next = page.next.map(|c| format!("{}_{}", c.timestamp, c.seq));
     if pseudonymised {
@@ -176,7 +173,7 @@ async fn profile_merges(State(app): State<App>, headers: HeaderMap, Path(id): Pa
     let who = authorise(&app, &headers, PROFILE_ROLES)?;
     let id = parse_id(&id)?;
     let merges = app.merges(id).await?;
-    app.audit(&actor(&who), "profile.merges.read", Some(id), json!({})).await?;
+    app.audit(&who.actor(), "profile.merges.read", Some(id), json!({})).await?;
     Ok(Json(json!({"merges": merges.iter().map(merge_json).collect::<Vec<_>>()})))
 }
 
@@ -184,7 +181,7 @@ async fn profile_conflicts(State(app): State<App>, headers: HeaderMap, Path(id):
     let who = authorise(&app, &headers, PROFILE_ROLES)?;
     let id = parse_id(&id)?;
     let conflicts = app.conflicts(id).await?;
-    app.audit(&actor(&who), "profile.conflicts.read", Some(id), json!({})).await?;
+    app.audit(&who.actor(), "profile.conflicts.read", Some(id), json!({})).await?;
     Ok(Json(json!({"conflicts": conflicts.iter().map(conflict_json).collect::<Vec<_>>()})))
 }
 
@@ -205,7 +202,7 @@ async fn unmerge(State(app): State<App>, headers: HeaderMap, Path(id): Path<Stri
             .merge_id
     };
     let undone = app.unmerge(id, merge_id, &who).await?;
-    app.audit(&actor(&who), "profile.unmerge", Some(id), json!({"merge": undone.id})).await?;
+    app.audit(&who.actor(), "profile.unmerge", Some(id), json!({"merge": undone.id})).await?;
     let into = app.profile(undone.into).await?;
     let from = app.profile(undone.from).await?;
     Ok(Json(json!({"unmerged": merge_json(&undone), "profiles": [profile_json(&into), profile_json(&from)]})))

@@ -11,7 +11,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
 use confidant_core::message::MessageType;
-use confidant_core::time::{parse_timestamp, Millis};
+use confidant_core::time::parse_timestamp;
 use confidant_service::ingest::{IngestOutcome, IngestRequest};
 use confidant_service::{App, Source};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -44,9 +44,7 @@ pub(crate) fn gpc(headers: &HeaderMap) -> bool {
     headers.get("sec-gpc").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1")
 }
 
-pub(crate) fn now_millis() -> Millis {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub(crate) use confidant_service::now_millis;
 
 /// Reads the body, at most `limit` bytes once decompressed.
 pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {

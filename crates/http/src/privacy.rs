@@ -207,7 +207,7 @@ async fn profile_consent(State(app): State<App>, headers: HeaderMap, Path(id): P
     let id = parse_id(&id)?;
     let state = app.subject_state(id).await?;
     let receipts = app.store().receipts(id).await.map_err(confidant_service::ServiceError::from)?;
-    app.audit(&format!("{}:{}", who.role.as_str(), who.name), "consent.read", Some(id), json!({})).await?;
+    app.audit(&who.actor(), "consent.read", Some(id), json!({})).await?;
     let current: Vec<Value> = state.decisions.iter().map(|((p, s), d)| json!({"purpose": p, "scope": s, "granted": d.granted, "at": format_millis(d.at)})).collect();
     let lawful: BTreeMap<&str, bool> = app
         .policy()
@@ -232,7 +232,7 @@ async fn profile_lawful(State(app): State<App>, headers: HeaderMap, Path(id): Pa
         return Err(ApiError::Unprocessable { code: "unknown_purpose", message: format!("{purpose} is not a declared purpose") });
     }
     let lawful = app.is_lawful(id, &purpose).await?;
-    app.audit(&format!("{}:{}", who.role.as_str(), who.name), "consent.check", Some(id), json!({"purpose": purpose, "lawful": lawful})).await?;
+    app.audit(&who.actor(), "consent.check", Some(id), json!({"purpose": purpose, "lawful": lawful})).await?;
     Ok(Json(json!({"subject": id.to_string(), "purpose": purpose, "lawful": lawful})))
 }
 
@@ -359,6 +359,6 @@ struct RetentionQuery {
 
 async fn retention_run(State(app): State<App>, headers: HeaderMap, Query(q): Query<RetentionQuery>) -> Result<Json<Value>, ApiError> {
     let who = authorise(&app, &headers, DPO_ROLES)?;
-    let report = app.retention_run(q.dry_run.unwrap_or(false), &format!("{}:{}", who.role.as_str(), who.name)).await?;
+    let report = app.retention_run(q.dry_run.unwrap_or(false), &who.actor()).await?;
     Ok(Json(serde_json::to_value(report).unwrap_or(Value::Null)))
 }

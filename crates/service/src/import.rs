@@ -187,7 +187,7 @@ impl App {
         mut progress: impl FnMut(u64),
     ) -> Result<ImportReport, ServiceError> {
         let region = self.config().ingest.default_region.clone();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let now = crate::now_millis();
         let mut report = ImportReport::default();
         let mut quarantine = Vec::new();
         let mut batch: Vec<String> = Vec::with_capacity(500);
@@ -218,7 +218,7 @@ impl App {
         if batch.is_empty() {
             return Ok(());
         }
-        let received_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let received_at = crate::now_millis();
         // A full queue is waited out, not failed: an import is a batch job.
         let outcome = loop {
             let req = IngestRequest {

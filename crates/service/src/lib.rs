@@ -78,6 +78,13 @@ pub struct Principal {
     pub role: Role,
 }
 
+impl Principal {
+    /// How the audit log names them: `role:name`.
+    pub fn actor(&self) -> String {
+        format!("{}:{}", self.role.as_str(), self.name)
+    }
+}
+
 /// Why an admin API call is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -87,6 +94,12 @@ pub enum AuthFailure {
     WriteKeyOnAdminApi,
     /// A valid key whose role may not do this.
     Forbidden,
+}
+
+/// Now, in milliseconds since the epoch: the one clock read of the service and the edge (core
+/// takes "now" as an argument).
+pub fn now_millis() -> confidant_core::time::Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn digest(key: &str) -> [u8; 32] {

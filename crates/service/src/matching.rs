@@ -33,7 +33,7 @@ pub struct MatchReport {
 impl App {
     /// Finds probable duplicates among live profiles; merges or queues them.
     pub async fn match_profiles(&self, by: &Principal) -> Result<MatchReport, ServiceError> {
-        let actor = format!("{}:{}", by.role.as_str(), by.name);
+        let actor = by.actor();
         let (upper, lower) = (self.config().identity.match_threshold, self.config().identity.review_threshold);
         let candidates = self.store().match_candidates(KEYS.iter().map(|(k, _)| k.to_string()).collect()).await?;
         let mut report = MatchReport { profiles: candidates.len(), ..Default::default() };
@@ -82,7 +82,7 @@ impl App {
 
     /// A person's decision on a queued pair.
     pub async fn decide_review(&self, id: i64, merge: bool, by: &Principal) -> Result<ReviewView, ServiceError> {
-        let actor = format!("{}:{}", by.role.as_str(), by.name);
+        let actor = by.actor();
         let r = self.store().decide_review(id, merge, actor.clone()).await?;
         self.consent_book_changed().await?;
         self.audit(&actor, if merge { "identity.review.merged" } else { "identity.review.rejected" }, None, json!({"review": id})).await?;

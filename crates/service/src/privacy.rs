@@ -379,7 +379,7 @@ impl App {
     /// Handles a rights request end to end: recorded with a deadline, carried out, completed
     /// (or refused with the reason), each step in the audit log.
     pub async fn dsr(&self, req: DsrRequest, by: &Principal) -> Result<DsrOutcome, ServiceError> {
-        let actor = format!("{}:{}", by.role.as_str(), by.name);
+        let actor = by.actor();
         let kind = req.action.kind();
         // Validate before recording anything.
         match &req.action {
@@ -422,7 +422,7 @@ impl App {
                     subject_ref: self.subject_ref(&req.identifier),
                     actor: actor.clone(),
                     channel: req.channel.clone(),
-                    requested_at: confidant_store_now(),
+                    requested_at: crate::now_millis(),
                 },
                 AuditEntry { actor: actor.clone(), action: format!("dsr.{}.received", kind.as_str()), subject: profile, detail: json!({"channel": req.channel}) },
             )
@@ -507,7 +507,7 @@ impl App {
                     purposes: purposes.iter().map(|p| (p.clone(), false)).collect(),
                     advertising_categories: advertising_categories.iter().map(|c| (c.clone(), false)).collect(),
                     method: "dsr".into(),
-                    at: confidant_store_now(),
+                    at: crate::now_millis(),
                     ..Default::default()
                 };
                 let answer = self.record_consent(None, consent, &actor).await?;
@@ -561,7 +561,7 @@ impl App {
         Ok(json!({
             "format": "confidant.subject-export.v1",
             "request": request,
-            "generated_at": confidant_core::time::format_millis(confidant_store_now()),
+            "generated_at": confidant_core::time::format_millis(crate::now_millis()),
             "controller": policy.config().controller,
             "dpo": policy.config().dpo,
             "subject": {"id": x.profile.id.to_string(), "created_at": confidant_core::time::format_millis(x.profile.created_at),
@@ -697,8 +697,4 @@ pub(crate) fn state_of(rec: &SubjectRecord) -> SubjectState {
         s.apply(p, scope, *granted, *at);
     }
     s
-}
-
-fn confidant_store_now() -> Millis {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -56,7 +56,7 @@ impl App {
             .collect();
         Ok(json!({
             "format": "confidant.ropa.v1",
-            "generated_at": confidant_core::time::format_millis(now()),
+            "generated_at": confidant_core::time::format_millis(crate::now_millis()),
             "controller": c.controller,
             "dpo": c.dpo,
             "notice_version": c.notice_version,
@@ -78,10 +78,6 @@ impl App {
             RopaFormat::Html => html(&r),
         })
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn s(v: &Value) -> String {
