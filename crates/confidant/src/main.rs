@@ -5,6 +5,7 @@ mod credentials;
 mod dedupe;
 mod demo;
 mod import;
+mod models;
 mod rights;
 
 use std::path::PathBuf;
@@ -65,6 +66,15 @@ enum Command {
     Quality,
     /// Probabilistic matching of profiles: merge the certain duplicates, queue the doubtful.
     Match,
+    /// Lifetime value: fit BG/NBD and Gamma-Gamma on a transactions file.
+    #[command(subcommand)]
+    Clv(models::ClvCommand),
+    /// Recommendations: evaluate a model on an interactions file.
+    #[command(subcommand)]
+    Recs(models::RecsCommand),
+    /// Demand forecasting: backtest the models on a file of series.
+    #[command(subcommand)]
+    Forecast(models::ForecastCommand),
 }
 
 /// Loads the configuration: file, then `CONFIDANT_*` variables, then command-line flags.
@@ -193,9 +203,13 @@ fn main() -> Result<()> {
     let mut config = load_config(&cli.global, default_dir)?;
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    if let Command::Dedupe(args) = cli.command {
-        // Works on files alone: no configuration, no store.
-        return dedupe::run_dedupe(args);
+    // These work on files alone: no configuration, no store.
+    match cli.command {
+        Command::Dedupe(args) => return dedupe::run_dedupe(args),
+        Command::Clv(cmd) => return models::clv(cmd),
+        Command::Recs(cmd) => return models::recs(cmd),
+        Command::Forecast(cmd) => return models::forecast(cmd),
+        _ => {}
     }
     if let Command::VerifyErasure(args) = cli.command {
         // Reads files only: opening the store would write to the directory it inspects.
@@ -235,7 +249,7 @@ fn main() -> Result<()> {
                 app.store().close().await?;
                 Ok(())
             }
-            Command::VerifyErasure(_) | Command::Dedupe(_) => unreachable!("handled above"),
+            Command::VerifyErasure(_) | Command::Dedupe(_) | Command::Clv(_) | Command::Recs(_) | Command::Forecast(_) => unreachable!("handled above"),
         }
     })
 }
