@@ -8,7 +8,7 @@ import numpy as np, pandas as pd, scipy.sparse as sp
 ap = argparse.ArgumentParser()
 ap.add_argument("file"); ap.add_argument("model"); ap.add_argument("--k", type=int, default=10)
 ap.add_argument("--weight", default="binary"); ap.add_argument("--seed", type=int, default=42)
-ap.add_argument("--threads", type=int, default=0)
+ap.add_argument("--threads", type=int, default=0); ap.add_argument("--alpha", type=float, default=1.0)
 a = ap.parse_args()
 t_all = time.perf_counter()
 df = pd.read_csv(a.file)
@@ -26,7 +26,7 @@ from implicit.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import CosineRecommender
 t = time.perf_counter()
 if a.model == "als":
-    model = AlternatingLeastSquares(factors=64, iterations=15, regularization=0.05, random_state=a.seed, num_threads=a.threads)
+    model = AlternatingLeastSquares(factors=64, iterations=15, regularization=0.05, alpha=a.alpha, random_state=a.seed, num_threads=a.threads)
     model.fit(m, show_progress=False)
 elif a.model == "itemknn":
     model = CosineRecommender(K=50, num_threads=a.threads)
