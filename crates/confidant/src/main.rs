@@ -66,6 +66,8 @@ enum Command {
     Quality,
     /// Probabilistic matching of profiles: merge the certain duplicates, queue the doubtful.
     Match,
+    /// Customer analytics on the store: orders, RFM, lifetime value and churn as computed traits.
+    Analytics,
     /// Lifetime value: fit BG/NBD and Gamma-Gamma on a transactions file.
     #[command(subcommand)]
     Clv(models::ClvCommand),
@@ -136,41 +138,51 @@ pub(crate) async fn open_app(config: Config) -> Result<App> {
     Ok(App::new(config, store, key).await?)
 }
 
-/// The daily retention job of `serve` (`jobs.retention_interval_hours`; 0 turns it off). The
-/// first run comes one interval after start, so a restart loop cannot hammer the database.
-pub(crate) fn spawn_retention(app: &App) {
-    let hours = app.config().jobs.retention_interval_hours;
-    if hours == 0 {
+/// A background job of `serve`: `run` every `every` (zero turns it off), the first run one
+/// interval after start, so that a restart loop cannot hammer the database. Each run's
+/// outcome is logged as a summary, never with personal data.
+fn spawn_every<F, Fut>(app: &App, every: std::time::Duration, run: F)
+where
+    F: Fn(App) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    if every.is_zero() {
         return;
     }
     let app = app.clone();
     tokio::spawn(async move {
-        let every = std::time::Duration::from_secs(hours * 3600);
         loop {
             tokio::time::sleep(every).await;
-            match app.retention_run(false, "retention").await {
-                Ok(r) => tracing::info!(erased = r.subjects_erased, events = r.events_deleted, "retention run"),
-                Err(e) => tracing::error!(error = %e, "retention run failed"),
-            }
+            run(app.clone()).await;
         }
     });
 }
 
-/// Probabilistic profile matching in `serve`, every `jobs.match_interval_minutes`.
-pub(crate) fn spawn_matching(app: &App) {
-    let minutes = app.config().jobs.match_interval_minutes;
-    if minutes == 0 {
-        return;
-    }
-    let app = app.clone();
-    tokio::spawn(async move {
-        let by = confidant_service::Principal { name: "matching".into(), role: confidant_core::config::Role::Dpo };
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(minutes * 60)).await;
-            match app.match_profiles(&by).await {
-                Ok(r) => tracing::info!(merged = r.merged, queued = r.queued, "profile matching run"),
-                Err(e) => tracing::error!(error = %e, "profile matching run failed"),
-            }
+fn job_principal(name: &str) -> confidant_service::Principal {
+    confidant_service::Principal { name: name.into(), role: confidant_core::config::Role::Dpo }
+}
+
+/// The jobs of `serve`: retention (`jobs.retention_interval_hours`), probabilistic profile
+/// matching (`jobs.match_interval_minutes`) and customer analytics
+/// (`jobs.analytics_interval_minutes`).
+pub(crate) fn spawn_jobs(app: &App) {
+    let jobs = &app.config().jobs;
+    spawn_every(app, std::time::Duration::from_secs(jobs.retention_interval_hours * 3600), |app| async move {
+        match app.retention_run(false, "retention").await {
+            Ok(r) => tracing::info!(erased = r.subjects_erased, events = r.events_deleted, "retention run"),
+            Err(e) => tracing::error!(error = %e, "retention run failed"),
+        }
+    });
+    spawn_every(app, std::time::Duration::from_secs(jobs.match_interval_minutes * 60), |app| async move {
+        match app.match_profiles(&job_principal("matching")).await {
+            Ok(r) => tracing::info!(merged = r.merged, queued = r.queued, "profile matching run"),
+            Err(e) => tracing::error!(error = %e, "profile matching run failed"),
+        }
+    });
+    spawn_every(app, std::time::Duration::from_secs(jobs.analytics_interval_minutes * 60), |app| async move {
+        match app.run_customer_analytics(&job_principal("analytics")).await {
+            Ok(r) => tracing::info!(customers = r.customers, orders = r.orders, "customer analytics run"),
+            Err(e) => tracing::error!(error = %e, "customer analytics run failed"),
         }
     });
 }
@@ -226,8 +238,7 @@ fn main() -> Result<()> {
                     credentials::announce(g, &config);
                 }
                 let app = open_app(config).await?;
-                spawn_retention(&app);
-                spawn_matching(&app);
+                spawn_jobs(&app);
                 let server = confidant_http::Server::bind(app.clone()).await.context("cannot listen")?;
                 eprintln!("confidant listening on http://{}", server.local_addr());
                 tracing::info!(addr = %server.local_addr(), "listening");
@@ -241,6 +252,14 @@ fn main() -> Result<()> {
             Command::Audit(cmd) => rights::audit(config, cmd).await,
             Command::Import(args) => import::run(config, args).await,
             Command::Quality => import::quality(config).await,
+            Command::Analytics => {
+                let app = open_app(config).await?;
+                let by = confidant_service::Principal { name: "cli".into(), role: confidant_core::config::Role::Dpo };
+                let r = app.run_customer_analytics(&by).await?;
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                app.store().close().await?;
+                Ok(())
+            }
             Command::Match => {
                 let app = open_app(config).await?;
                 let by = confidant_service::Principal { name: "cli".into(), role: confidant_core::config::Role::Dpo };

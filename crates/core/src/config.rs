@@ -75,6 +75,9 @@ pub struct JobsConfig {
     /// Minutes between two runs of probabilistic profile matching inside `serve`, so that
     /// profiles built from events attach to the people they describe. Default 60; 0 turns it off.
     pub match_interval_minutes: u64,
+    /// Minutes between two runs of customer analytics (orders, RFM, lifetime value, churn)
+    /// inside `serve`. Default 60; 0 turns it off.
+    pub analytics_interval_minutes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -218,7 +221,7 @@ impl Default for Config {
             log: LogConfig { level: "info".into(), format: LogFormat::Text },
             privacy: crate::privacy::decode(None).expect("the default privacy configuration is valid"),
             security: SecurityConfig { master_key_file: None },
-            jobs: JobsConfig { retention_interval_hours: 24, match_interval_minutes: 60 },
+            jobs: JobsConfig { retention_interval_hours: 24, match_interval_minutes: 60, analytics_interval_minutes: 60 },
         }
     }
 }
@@ -616,6 +619,9 @@ impl Decoder {
         }
         if let Some(m) = self.take::<u64>(&mut jobs, "jobs", "match_interval_minutes") {
             c.jobs.match_interval_minutes = m;
+        }
+        if let Some(m) = self.take::<u64>(&mut jobs, "jobs", "analytics_interval_minutes") {
+            c.jobs.analytics_interval_minutes = m;
         }
         self.finish(jobs, "jobs");
 

@@ -128,7 +128,11 @@ async fn get_profile(State(app): State<App>, headers: HeaderMap, Path(id): Path<
     let pseudonymised = who.role == Role::Analyst;
     app.audit(&who.actor(), "profile.read", Some(p.id), json!({"pseudonymised": pseudonymised})).await?;
     tracing::info!(actor = %who.name, profile = %p.id, "profile read");
-    Ok(Json(if pseudonymised { app.pseudonymise(&p) } else { profile_json(&p) }))
+    let mut body = if pseudonymised { app.pseudonymise(&p) } else { profile_json(&p) };
+    // Computed traits hold no identifier: every reader sees them.
+    let computed = app.computed_traits(p.id).await?;
+    body["computed_traits"] = computed.iter().map(|c| (c.key.clone(), c.value.clone())).collect::<serde_json::Map<_, _>>().into();
+    Ok(Json(body))
 }
 
 #[derive(serde::Deserialize)]

@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/api/privacy/minimisation", get(minimisation))
         .route("/api/quality", get(quality))
         .route("/api/identity/match", post(identity_match))
+        .route("/api/analytics/run", post(analytics_run))
         .route("/api/identity/reviews", get(identity_reviews))
         .route("/api/identity/reviews/{id}", post(identity_decide))
         .route("/api/profiles/{id}/consent", get(profile_consent))
@@ -167,6 +168,11 @@ async fn quality(State(app): State<App>, headers: HeaderMap) -> Result<Json<Valu
 async fn identity_match(State(app): State<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let who = authorise(&app, &headers, DPO_ROLES)?;
     Ok(Json(serde_json::to_value(app.match_profiles(&who).await?).unwrap_or(Value::Null)))
+}
+
+async fn analytics_run(State(app): State<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let who = authorise(&app, &headers, DPO_ROLES)?;
+    Ok(Json(serde_json::to_value(app.run_customer_analytics(&who).await?).unwrap_or(Value::Null)))
 }
 
 #[derive(serde::Deserialize)]

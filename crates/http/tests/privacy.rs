@@ -447,6 +447,7 @@ async fn every_role_on_every_endpoint() {
         ("GET", "/api/privacy/minimisation".into(), None, &["admin", "dpo", "analyst"]),
         ("GET", "/api/quality".into(), None, &["admin", "dpo", "analyst"]),
         ("POST", "/api/identity/match".into(), None, &["admin", "dpo"]),
+        ("POST", "/api/analytics/run".into(), None, &["admin", "dpo"]),
         ("GET", "/api/identity/reviews".into(), None, &["admin", "dpo"]),
         ("POST", "/api/identity/reviews/1".into(), Some(json!({"decision": "merge"})), &["admin", "dpo"]),
         ("GET", "/api/dsr".into(), None, &["admin", "dpo"]),
@@ -516,4 +517,84 @@ async fn sensitive_fields_are_encrypted_at_rest_and_erasure_destroys_the_key() {
     assert_eq!(r["erasure"]["keys_destroyed"], 1, "{r}");
     let keys: i64 = db.query_row("SELECT count(*) FROM subject_keys", [], |r| r.get(0)).unwrap();
     assert_eq!(keys, 0);
+}
+
+fn order(user: &str, id: &str, days_ago: i64, total: &str) -> Value {
+    let ts = confidant_core::time::format_millis(confidant_service::now_millis() - days_ago * 86_400_000);
+    json!({"type": "track", "userId": user, "event": "Order Completed", "timestamp": ts,
+           "properties": {"order_id": id, "total": total, "currency": "EUR"}})
+}
+
+#[tokio::test]
+async fn computed_traits_follow_lawfulness_objection_and_erasure() {
+    let t = spawn_app().await;
+    // Fifteen customers with repeat orders at different paces, one who objected to analytics
+    // before the run, and one order sent twice.
+    let mut batch = Vec::new();
+    for c in 0..15i64 {
+        let user = format!("cust-{c}");
+        batch.push(identify(&user, json!({"email": format!("cust{c}.analytics@example.fr")})));
+        for k in 0..(1 + c % 5) {
+            batch.push(order(&user, &format!("ORD-{c}-{k}"), 400 - c * 20 - k * 15, &format!("{}.{:02}", 20 + 7 * c + k, (c * 13) % 100)));
+        }
+    }
+    batch.push(order("cust-11", "ORD-11-0", 80, "97.43"));
+    batch.push(identify("cust-obj", json!({"email": "obj.analytics@example.fr"})));
+    batch.push(order("cust-obj", "ORD-OBJ-1", 40, "10"));
+    batch.push(order("cust-obj", "ORD-OBJ-2", 10, "12"));
+    let r = t.post("/v1/batch", json!({"batch": batch})).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (s, _) = t.consent(json!({"userId": "cust-obj", "purposes": {"analytics": false}, "method": "banner", "notice_version": "v1"}), &[]).await;
+    assert_eq!(s, 200);
+
+    let (s, run) = t.dpo("POST", "/api/analytics/run", None).await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["customers"], 15, "{run}");
+    assert_eq!(run["customers_not_lawful"], 1);
+    assert_eq!(run["orders"], (0..15).map(|c| 1 + c % 5).sum::<i64>(), "the resent order counts once");
+    assert_eq!(run["not_fitted"], json!([]), "{run}");
+    assert_eq!(run["currency"], "EUR");
+    assert!(run["bgnbd"]["r"].as_f64().is_some(), "{run}");
+
+    let p = t.profile_by("email=cust4.analytics@example.fr").await;
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let (_, full) = t.dpo("GET", &format!("/api/profiles/{pid}"), None).await;
+    let ct = &full["computed_traits"];
+    assert_eq!(ct["orders_count"], 5, "{ct}");
+    // 48.52 + 49.52 + 50.52 + 51.52 + 52.52, exact in cents.
+    assert_eq!(ct["total_spent"], json!({"amount": "252.60", "currency": "EUR"}));
+    assert!(ct["rfm_segment"].is_string() && ct["rfm_score"].as_str().unwrap().len() == 3, "{ct}");
+    let alive = ct["p_alive"].as_f64().unwrap();
+    assert!((alive + ct["churn_risk"].as_f64().unwrap() - 1.0).abs() < 1e-3);
+    assert!(ct["clv_12m"]["amount"].as_str().is_some(), "{ct}");
+    // The objector got nothing.
+    let obj = t.profile_by("email=obj.analytics@example.fr").await;
+    let (_, obj_full) = t.dpo("GET", &format!("/api/profiles/{}", obj["id"].as_str().unwrap()), None).await;
+    assert_eq!(obj_full["computed_traits"], json!({}));
+    // The export carries the computed traits.
+    let (s, x) = t.dpo("POST", "/api/dsr", Some(json!({"kind": "access", "identifier": "email:cust4.analytics@example.fr"}))).await;
+    assert_eq!(s, 200);
+    let keys: Vec<&str> = x["export"]["computed_traits"].as_array().unwrap().iter().map(|c| c["key"].as_str().unwrap()).collect();
+    assert!(keys.contains(&"rfm_segment") && keys.contains(&"clv_12m"), "{keys:?}");
+
+    // An objection takes effect at once, before any new run.
+    let (s, _) = t.consent(json!({"userId": "cust-4", "purposes": {"analytics": false}, "method": "banner", "notice_version": "v1"}), &[]).await;
+    assert_eq!(s, 200);
+    let (_, after) = t.dpo("GET", &format!("/api/profiles/{pid}"), None).await;
+    assert_eq!(after["computed_traits"], json!({}), "objection clears computed traits at once");
+
+    // Erasure removes a subject's computed traits with everything else.
+    let db = t.dir.path().join("confidant.db");
+    let count = |sql: &str| -> i64 { rusqlite::Connection::open(&db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap() };
+    let before = count("SELECT count(*) FROM computed_traits");
+    let (s, r) = t.dpo("POST", "/api/dsr", Some(json!({"kind": "erasure", "identifier": "email:cust7.analytics@example.fr"}))).await;
+    assert_eq!(s, 200, "{r}");
+    let after = count("SELECT count(*) FROM computed_traits");
+    assert!(after < before && after > 0, "{before} -> {after}");
+    assert_eq!(count("SELECT count(*) FROM computed_traits WHERE profile_id NOT IN (SELECT id FROM profiles)"), 0);
+    assert!(t.scan(&["cust7.analytics@example.fr", "ORD-7-0"]).is_empty());
+    // A new run does not bring them back, and keeps the objector out.
+    let (_, run2) = t.dpo("POST", "/api/analytics/run", None).await;
+    assert_eq!(run2["customers"], 13, "{run2}");
+    assert_eq!(run2["customers_not_lawful"], 2);
 }

@@ -12,6 +12,7 @@
 //!
 //! No HTTP types and no SQL here.
 
+pub mod analytics;
 pub mod import;
 pub mod ingest;
 pub mod keys;

@@ -356,6 +356,7 @@ impl App {
         let purposes: Vec<Value> = recorded.receipts.iter().map(|r| json!({"purpose": r.purpose, "scope": r.scope, "granted": r.granted})).collect();
         self.audit(actor, "consent.recorded", Some(recorded.profile), json!({"receipts": purposes, "method": req.method})).await?;
         self.inner.book.refresh(&self.inner.store).await?;
+        self.forget_computed_if_unlawful(recorded.profile).await?;
         Ok(ConsentAnswer { subject: recorded.profile.to_string(), receipts: recorded.receipts })
     }
 
@@ -520,6 +521,7 @@ impl App {
     /// Everything held about a subject (Art. 15 and 20), with, for each category, why it is held.
     pub async fn build_export(&self, subject: ProfileId, request: &str) -> Result<Value, ServiceError> {
         let mut x = self.inner.store.export(subject).await?;
+        let computed = self.inner.store.computed_traits(subject).await?;
         self.golden(&mut x.profile);
         let policy = &self.inner.policy;
         let state = state_of(&self.inner.store.subject_record(subject).await?);
@@ -570,7 +572,7 @@ impl App {
             "identities": x.profile.identities.iter().map(|i| json!({"kind": i.kind.as_str(), "value": i.value, "source": i.source, "created_at": confidant_core::time::format_millis(i.created_at)})).collect::<Vec<_>>(),
             "traits": traits,
             "trait_lineage": x.profile.trait_values.iter().map(|t| json!({"key": t.key, "value": t.value, "source": t.source, "timestamp": confidant_core::time::format_millis(t.timestamp)})).collect::<Vec<_>>(),
-            "computed_traits": [],
+            "computed_traits": computed.iter().map(|c| json!({"key": c.key, "value": c.value, "computed_at": confidant_core::time::format_millis(c.computed_at)})).collect::<Vec<_>>(),
             "events": events,
             "consent": {"current": current, "receipts": x.receipts},
             "merges": x.merges.iter().map(|m| json!({"id": m.id, "at": confidant_core::time::format_millis(m.at), "into": m.into.to_string(), "from": m.from.to_string(), "rule": m.rule, "evidence": m.evidence, "undone_at": m.undone_at.map(confidant_core::time::format_millis)})).collect::<Vec<_>>(),

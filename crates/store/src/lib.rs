@@ -349,6 +349,23 @@ impl Store {
         self.backend.quality().await
     }
     /// Every live profile's values of the given keys, for probabilistic matching.
+    /// Every `track` event with one of these names, with the root of its subject's tree, in
+    /// time order (the analytics job reads orders this way).
+    pub async fn events_named(&self, names: Vec<String>) -> Result<Vec<NamedEvent>> {
+        self.backend.events_named(names).await
+    }
+    /// Replaces every value of the computed `keys` (a whole analytics run) with `rows`.
+    /// Rows of profiles that no longer exist (erased meanwhile) are skipped.
+    pub async fn replace_computed(&self, keys: Vec<String>, rows: Vec<(ProfileId, String, serde_json::Value)>) -> Result<u64> {
+        self.backend.replace_computed(keys, rows).await
+    }
+    pub async fn computed_traits(&self, id: ProfileId) -> Result<Vec<ComputedTrait>> {
+        self.backend.computed_traits(id).await
+    }
+    /// Deletes a subject's computed traits at once (objection to their purpose).
+    pub async fn clear_computed(&self, id: ProfileId) -> Result<u64> {
+        self.backend.clear_computed(id).await
+    }
     pub async fn match_candidates(&self, keys: Vec<String>) -> Result<Vec<MatchCandidate>> {
         self.backend.match_candidates(keys).await
     }

@@ -358,3 +358,20 @@ pub struct ReviewView {
     pub decided_at: Option<Millis>,
     pub decided_by: Option<String>,
 }
+
+/// A `track` event read for a job, with the root of its subject's tree.
+#[derive(Clone, Debug)]
+pub struct NamedEvent {
+    pub profile: ProfileId,
+    pub timestamp: Millis,
+    pub event: String,
+    pub body: serde_json::Value,
+}
+
+/// A trait computed by a model (RFM, lifetime value, churn), with when it was computed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ComputedTrait {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub computed_at: Millis,
+}

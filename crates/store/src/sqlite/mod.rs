@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_import.sql"),
     include_str!("../../migrations/sqlite/0004_traits_by_source.sql"),
     include_str!("../../migrations/sqlite/0005_match_reviews.sql"),
+    include_str!("../../migrations/sqlite/0006_computed_traits.sql"),
 ];
 
 /// The members of the tree rooted at `?1`: the root and every profile merged into it,
@@ -487,6 +488,22 @@ impl Sqlite {
             Ok(rows.collect::<std::result::Result<_, _>>()?)
         })
         .await
+    }
+
+    pub(crate) async fn events_named(&self, names: Vec<String>) -> Result<Vec<crate::NamedEvent>> {
+        self.read(move |c| privacy::events_named(c, &names)).await
+    }
+
+    pub(crate) async fn replace_computed(&self, keys: Vec<String>, rows: Vec<(ProfileId, String, serde_json::Value)>) -> Result<u64> {
+        self.exec(ExecFlags::default(), move |c, _| privacy::replace_computed(c, &keys, &rows, now_millis())).await
+    }
+
+    pub(crate) async fn computed_traits(&self, id: ProfileId) -> Result<Vec<crate::ComputedTrait>> {
+        self.read(move |c| privacy::computed_traits(c, id.0)).await
+    }
+
+    pub(crate) async fn clear_computed(&self, id: ProfileId) -> Result<u64> {
+        self.exec(ExecFlags::default(), move |c, _| privacy::clear_computed(c, id.0)).await
     }
 
     pub(crate) async fn match_candidates(&self, keys: Vec<String>) -> Result<Vec<MatchCandidate>> {

@@ -456,6 +456,7 @@ pub(super) fn erase(conn: &Connection, req: &ErasureRequest, now: i64) -> Result
     report.keys_destroyed = run("DELETE FROM subject_keys WHERE profile_id IN m")?;
     report.events = run("DELETE FROM events WHERE profile_id IN m")?;
     report.traits = run("DELETE FROM traits WHERE profile_id IN m")?;
+    report.traits += run("DELETE FROM computed_traits WHERE profile_id IN m")?;
     report.identities = run("DELETE FROM identities WHERE profile_id IN m")?;
     report.conflicts = run("DELETE FROM identity_conflicts WHERE profile_id IN m")?;
     run("DELETE FROM match_reviews WHERE profile_a IN m OR profile_b IN m")?;
@@ -709,22 +710,85 @@ pub(super) fn quality(conn: &Connection) -> Result<Vec<QualitySource>> {
 
 // ------------------------------------------------------------------------------ probabilistic matching
 
-pub(super) fn match_candidates(conn: &Connection, master: &[u8; 32], keys: &[String]) -> Result<Vec<MatchCandidate>> {
-    let mut parent: HashMap<i64, Option<i64>> = HashMap::new();
+/// Every profile's parent (None for roots), read at once, for jobs that walk all profiles.
+fn parents(conn: &Connection) -> Result<HashMap<i64, Option<i64>>> {
+    let mut parent = HashMap::new();
     let mut stmt = conn.prepare("SELECT id, merged_into FROM profiles")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))? {
         let (id, p) = row?;
         parent.insert(id, p);
     }
-    let root = |mut id: i64| {
-        for _ in 0..10_000 {
-            match parent.get(&id) {
-                Some(Some(p)) => id = *p,
-                _ => break,
-            }
+    Ok(parent)
+}
+
+/// The root of a profile's tree in a parent map (bounded: a corrupted cycle stops).
+fn root_in(parent: &HashMap<i64, Option<i64>>, mut id: i64) -> i64 {
+    for _ in 0..10_000 {
+        match parent.get(&id) {
+            Some(Some(p)) => id = *p,
+            _ => break,
         }
-        id
-    };
+    }
+    id
+}
+
+/// The events named `names`, each with the root of its profile's tree, in time order.
+pub(super) fn events_named(conn: &Connection, names: &[String]) -> Result<Vec<crate::NamedEvent>> {
+    let parent = parents(conn)?;
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare("SELECT profile_id, ts, event, body FROM events WHERE type = 'track' AND event = ?1")?;
+    for name in names {
+        let mut rows = stmt.query([name])?;
+        while let Some(r) = rows.next()? {
+            let body: String = r.get(3)?;
+            out.push(crate::NamedEvent {
+                profile: ProfileId(root_in(&parent, r.get(0)?)),
+                timestamp: r.get(1)?,
+                event: r.get(2)?,
+                body: serde_json::from_str(&body).unwrap_or(Value::Null),
+            });
+        }
+    }
+    out.sort_by_key(|e| e.timestamp);
+    Ok(out)
+}
+
+/// Replaces every value of the computed `keys` with `rows` (profile, key, value).
+pub(super) fn replace_computed(conn: &Connection, keys: &[String], rows: &[(ProfileId, String, Value)], now: i64) -> Result<u64> {
+    let mut del = conn.prepare_cached("DELETE FROM computed_traits WHERE key = ?1")?;
+    for k in keys {
+        del.execute([k])?;
+    }
+    let mut ins = conn.prepare_cached("INSERT OR REPLACE INTO computed_traits(profile_id, key, value, computed_at) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM profiles WHERE id = ?1)")?;
+    let mut n = 0;
+    for (p, k, v) in rows {
+        n += ins.execute(params![p.0, k, v.to_string(), now])? as u64;
+    }
+    Ok(n)
+}
+
+/// The computed traits of a profile's tree (key → value and when it was computed).
+pub(super) fn computed_traits(conn: &Connection, id: i64) -> Result<Vec<crate::ComputedTrait>> {
+    let Some(root) = root_of(conn, id)? else { return Ok(Vec::new()) };
+    let mut stmt = conn.prepare_cached(&format!("{MEMBERS} SELECT key, value, computed_at FROM computed_traits WHERE profile_id IN m ORDER BY key"))?;
+    let rows = stmt.query_map([root], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, value, computed_at) = row?;
+        out.push(crate::ComputedTrait { key, value: serde_json::from_str(&value).unwrap_or(Value::Null), computed_at });
+    }
+    Ok(out)
+}
+
+/// Deletes a profile tree's computed traits (objection to the purpose they serve).
+pub(super) fn clear_computed(conn: &Connection, id: i64) -> Result<u64> {
+    let Some(root) = root_of(conn, id)? else { return Ok(0) };
+    Ok(conn.prepare_cached(&format!("{MEMBERS} DELETE FROM computed_traits WHERE profile_id IN m"))?.execute([root])? as u64)
+}
+
+pub(super) fn match_candidates(conn: &Connection, master: &[u8; 32], keys: &[String]) -> Result<Vec<MatchCandidate>> {
+    let parent = parents(conn)?;
+    let root = |id: i64| root_in(&parent, id);
     let mut values: BTreeMap<i64, BTreeMap<String, (i64, String)>> = BTreeMap::new();
     for id in parent.keys() {
         if parent[id].is_none() {
