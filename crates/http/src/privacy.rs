@@ -37,6 +37,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/api/quality", get(quality))
         .route("/api/identity/match", post(identity_match))
         .route("/api/analytics/run", post(analytics_run))
+        .route("/api/forecast", get(forecast))
         .route("/api/identity/reviews", get(identity_reviews))
         .route("/api/identity/reviews/{id}", post(identity_decide))
         .route("/api/profiles/{id}/consent", get(profile_consent))
@@ -173,6 +174,23 @@ async fn identity_match(State(app): State<App>, headers: HeaderMap) -> Result<Js
 async fn analytics_run(State(app): State<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let who = authorise(&app, &headers, DPO_ROLES)?;
     Ok(Json(serde_json::to_value(app.run_customer_analytics(&who).await?).unwrap_or(Value::Null)))
+}
+
+#[derive(serde::Deserialize)]
+struct ForecastQuery {
+    product: Option<String>,
+    horizon: Option<String>,
+}
+
+/// Demand forecasts are aggregates over products: every reporting role may read them.
+async fn forecast(State(app): State<App>, headers: HeaderMap, Query(q): Query<ForecastQuery>) -> Result<Json<Value>, ApiError> {
+    authorise(&app, &headers, REPORT_ROLES)?;
+    let product = q.product.filter(|p| !p.trim().is_empty()).ok_or_else(|| ApiError::Unprocessable { code: "missing_product", message: "product is required: /api/forecast?product=ID&horizon=DAYS".into() })?;
+    let horizon = match q.horizon.as_deref() {
+        None => 14,
+        Some(h) => h.parse::<usize>().map_err(|_| ApiError::Unprocessable { code: "invalid_horizon", message: "horizon must be a number of days from 1 to 365".into() })?,
+    };
+    Ok(Json(serde_json::to_value(app.forecast_product(product.trim(), horizon).await?).unwrap_or(Value::Null)))
 }
 
 #[derive(serde::Deserialize)]

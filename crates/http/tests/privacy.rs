@@ -448,6 +448,7 @@ async fn every_role_on_every_endpoint() {
         ("GET", "/api/quality".into(), None, &["admin", "dpo", "analyst"]),
         ("POST", "/api/identity/match".into(), None, &["admin", "dpo"]),
         ("POST", "/api/analytics/run".into(), None, &["admin", "dpo"]),
+        ("GET", "/api/forecast?product=none".into(), None, &["admin", "dpo", "analyst", "marketer"]),
         ("GET", "/api/identity/reviews".into(), None, &["admin", "dpo"]),
         ("POST", "/api/identity/reviews/1".into(), Some(json!({"decision": "merge"})), &["admin", "dpo"]),
         ("GET", "/api/dsr".into(), None, &["admin", "dpo"]),
@@ -597,4 +598,52 @@ async fn computed_traits_follow_lawfulness_objection_and_erasure() {
     let (_, run2) = t.dpo("POST", "/api/analytics/run", None).await;
     assert_eq!(run2["customers"], 13, "{run2}");
     assert_eq!(run2["customers_not_lawful"], 2);
+}
+
+#[tokio::test]
+async fn product_forecasts_use_lawful_sales_and_refuse_bad_requests() {
+    let t = spawn_app().await;
+    // Ten weeks of daily orders of one product, more at weekends; an objector's large orders
+    // must not count.
+    let mut batch = Vec::new();
+    let mut lawful_units = 0;
+    for d in 1..=70i64 {
+        let qty = if d % 7 < 2 { 5 } else { 2 };
+        lawful_units += qty;
+        let ts = confidant_core::time::format_millis(confidant_service::now_millis() - d * 86_400_000);
+        batch.push(json!({"type": "track", "userId": format!("fc-{}", d % 9), "event": "Order Completed", "timestamp": ts,
+                          "properties": {"order_id": format!("FC-{d}"), "total": 10, "currency": "EUR",
+                                         "products": [{"product_id": "P-SOCK", "quantity": qty, "price": 5}]}}));
+        if d % 10 == 0 {
+            batch.push(json!({"type": "track", "userId": "fc-obj", "event": "Order Completed", "timestamp": ts,
+                              "properties": {"order_id": format!("FC-OBJ-{d}"), "total": 10, "currency": "EUR",
+                                             "products": [{"product_id": "P-SOCK", "quantity": 100}]}}));
+        }
+    }
+    assert_eq!(t.post("/v1/batch", json!({"batch": batch})).await.status(), 200);
+    let (s, _) = t.consent(json!({"userId": "fc-obj", "purposes": {"analytics": false}, "method": "banner", "notice_version": "v1"}), &[]).await;
+    assert_eq!(s, 200);
+
+    let (s, f) = t.dpo("GET", "/api/forecast?product=P-SOCK&horizon=14", None).await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(f["units_sold"], lawful_units as f64, "the objector's sales are left out");
+    assert_eq!(f["days"].as_array().unwrap().len(), 14);
+    let point: Vec<f64> = f["forecast"]["point"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(point.len(), 14);
+    assert!(point.iter().all(|v| (0.0..=20.0).contains(v)), "{point:?}");
+    for k in 0..14 {
+        let (lo, hi) = (f["forecast"]["lower_95"][k].as_f64().unwrap(), f["forecast"]["upper_95"][k].as_f64().unwrap());
+        assert!(lo <= point[k] && point[k] <= hi && lo >= 0.0, "day {k}: {lo} {} {hi}", point[k]);
+    }
+    assert!(f["forecast"]["model"].is_string() && f["forecast"]["backtest_mase"].as_f64().is_some(), "{f}");
+
+    for (path, status, code) in [
+        ("/api/forecast?product=P-NONE", 404, "not_found"),
+        ("/api/forecast?product=P-SOCK&horizon=0", 422, "invalid_horizon"),
+        ("/api/forecast?product=P-SOCK&horizon=two", 422, "invalid_horizon"),
+        ("/api/forecast?horizon=7", 422, "missing_product"),
+    ] {
+        let (s, body) = t.dpo("GET", path, None).await;
+        assert_eq!((s, body["error"].as_str().unwrap_or("")), (status, code), "{path}: {body}");
+    }
 }

@@ -66,6 +66,8 @@ pub struct Order {
     pub currency: Option<String>,
     pub total: Option<Money>,
     pub status: OrderStatus,
+    /// Line items: product id (or SKU) and quantity.
+    pub lines: Vec<(String, i64)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -107,6 +109,16 @@ pub fn orders_from_events(events: &[confidant_store::privacy::NamedEvent]) -> (V
                     currency: text(&props["currency"]).map(|c| c.to_uppercase()),
                     total: amount,
                     status: OrderStatus::Completed,
+                    lines: props["products"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|l| {
+                            let id = text(&l["product_id"]).or_else(|| text(&l["sku"]))?;
+                            let qty = l["quantity"].as_i64().filter(|q| *q > 0).unwrap_or(1);
+                            Some((id, qty))
+                        })
+                        .collect(),
                 });
             }
             "Order Cancelled" => {
@@ -130,6 +142,18 @@ pub fn orders_from_events(events: &[confidant_store::privacy::NamedEvent]) -> (V
     (v, without_id)
 }
 
+/// A product's demand forecast.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProductForecast {
+    pub product: String,
+    /// Days of history the model saw (from the shop's first order to today).
+    pub history_days: usize,
+    pub units_sold: f64,
+    /// The forecast days (YYYY-MM-DD), tomorrow first.
+    pub days: Vec<String>,
+    pub forecast: confidant_analytics::forecast::Forecast,
+}
+
 /// What a run did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AnalyticsReport {
@@ -149,23 +173,61 @@ pub struct AnalyticsReport {
 }
 
 impl App {
-    /// Recomputes RFM, lifetime value and churn for every subject with orders for whom the
-    /// analytics purpose is lawful; replaces the computed traits.
-    pub async fn run_customer_analytics(&self, by: &Principal) -> Result<AnalyticsReport, ServiceError> {
-        let now = crate::now_millis();
+    /// Orders of the subjects for whom the analytics purpose is lawful now (completed ones
+    /// only), the events without an order id, and how many subjects were left out.
+    async fn lawful_orders(&self) -> Result<(Vec<Order>, usize, usize), ServiceError> {
         let names = ["Order Completed", "Order Refunded", "Order Cancelled"].map(String::from).to_vec();
         let events = self.store().events_named(names).await?;
         let (orders, without_id) = orders_from_events(&events);
-        let mut report = AnalyticsReport { order_events_without_id: without_id, ..Default::default() };
-        // Lawfulness per subject, once.
         let mut lawful: HashMap<ProfileId, bool> = HashMap::new();
         for o in &orders {
             if let std::collections::hash_map::Entry::Vacant(slot) = lawful.entry(o.subject) {
                 slot.insert(self.is_lawful(o.subject, PURPOSE).await?);
             }
         }
-        report.customers_not_lawful = lawful.values().filter(|l| !**l).count();
-        let orders: Vec<&Order> = orders.iter().filter(|o| lawful[&o.subject] && o.status == OrderStatus::Completed).collect();
+        let left_out = lawful.values().filter(|l| !**l).count();
+        let orders = orders.into_iter().filter(|o| lawful[&o.subject] && o.status == OrderStatus::Completed).collect();
+        Ok((orders, without_id, left_out))
+    }
+
+    /// Forecasts daily unit sales of a product for `horizon` days: the model chosen by a
+    /// rolling-origin backtest on the product's own history (zero-sale days included from the
+    /// shop's first order), with 80 % and 95 % intervals.
+    pub async fn forecast_product(&self, product: &str, horizon: usize) -> Result<ProductForecast, ServiceError> {
+        if !(1..=365).contains(&horizon) {
+            return Err(ServiceError::Invalid { code: "invalid_horizon", message: "horizon must be a number of days from 1 to 365".into() });
+        }
+        let (orders, _, _) = self.lawful_orders().await?;
+        let first_day = orders.iter().map(|o| o.at.div_euclid(DAY_MS)).min();
+        let today = crate::now_millis().div_euclid(DAY_MS);
+        let mut units: BTreeMap<i64, f64> = BTreeMap::new();
+        for o in &orders {
+            for (id, q) in &o.lines {
+                if id == product {
+                    *units.entry(o.at.div_euclid(DAY_MS)).or_default() += *q as f64;
+                }
+            }
+        }
+        let (Some(first_day), false) = (first_day, units.is_empty()) else {
+            return Err(ServiceError::NotFound("product (no sale of it is recorded)"));
+        };
+        let series: Vec<f64> = (first_day..=today).map(|d| units.get(&d).copied().unwrap_or(0.0)).collect();
+        let history_days = series.len();
+        let f = tokio::task::spawn_blocking(move || confidant_analytics::forecast::auto(&series, 7, horizon, 3))
+            .await
+            .map_err(|e| ServiceError::Conflict(format!("the forecast task failed: {e}")))?
+            .ok_or(ServiceError::NotFound("product history"))?;
+        let days: Vec<String> = (1..=horizon as i64).map(|k| confidant_core::time::format_millis((today + k) * DAY_MS)[..10].to_owned()).collect();
+        Ok(ProductForecast { product: product.to_owned(), history_days, units_sold: units.values().sum(), days, forecast: f })
+    }
+
+    /// Recomputes RFM, lifetime value and churn for every subject with orders for whom the
+    /// analytics purpose is lawful; replaces the computed traits.
+    pub async fn run_customer_analytics(&self, by: &Principal) -> Result<AnalyticsReport, ServiceError> {
+        let now = crate::now_millis();
+        let (all_orders, without_id, left_out) = self.lawful_orders().await?;
+        let mut report = AnalyticsReport { order_events_without_id: without_id, customers_not_lawful: left_out, ..Default::default() };
+        let orders: Vec<&Order> = all_orders.iter().collect();
         report.orders = orders.len();
         let mut by_currency: BTreeMap<&str, usize> = BTreeMap::new();
         for o in &orders {
@@ -302,5 +364,7 @@ mod tests {
         assert_eq!(orders[0].currency.as_deref(), Some("EUR"));
         assert_eq!(orders[1].total, Some(Money { minor: 1500 }), "partial refund");
         assert_eq!(orders[2].status, OrderStatus::Cancelled);
+        let lines = orders_from_events(&[ev(3, 1, "Order Completed", json!({"order_id": "L", "products": [{"product_id": "P1", "quantity": 2}, {"sku": "S9"}, {"name": "no id"}]}))]).0;
+        assert_eq!(lines[0].lines, vec![("P1".to_owned(), 2), ("S9".to_owned(), 1)]);
     }
 }
