@@ -53,8 +53,8 @@ row("confidant als seed 42", ours_run("als", "--seed", "42")); row("implicit als
 print()
 
 print("## Forecasts on real series (rolling origin, MASE)")
-for name, h, w in [("monthly", "12", "3"), ("quarterly", "4", "4")]:
-    d = json.loads(subprocess.run([BIN, "forecast", "eval", "--series", f"datasets/series/{name}.csv", "--id-col", "id", "--date-col", "date", "--value-col", "value",
+for name, h, w in [("monthly", "12", "3"), ("quarterly", "4", "4"), ("demo_categories", "14", "3"), ("demo_products", "14", "3")]:
+    d = json.loads(subprocess.run([BIN, "forecast", "eval", "--series", f"datasets/{'demo' if name.startswith('demo') else 'series'}/{name}.csv", "--id-col", "id", "--date-col", "date", "--value-col", "value",
                                    "--horizon", h, "--windows", w], check=True, capture_output=True, text=True).stdout)
     models = ", ".join(f"{k} {v['mase']:.3f}" for k, v in sorted(d["models"].items(), key=lambda x: x[1]["mase"]))
     print(f"{name} ({d['series']} series, horizon {h}, {w} windows): auto {d['auto']['mase']:.3f}, seasonal naive {d['models']['seasonal_naive']['mase']:.3f}, "

@@ -351,7 +351,7 @@ pub(crate) struct ForecastEvalArgs {
     /// Test windows of `horizon` periods at the end of each series (rolling origin).
     #[arg(long, default_value_t = 3)]
     windows: usize,
-    /// The season length; by default from the spacing of the dates: 7 for daily series,
+    /// The season length; by default from the smallest spacing of the dates: 7 for daily series,
     /// 52 for weekly, 12 for monthly, 4 for quarterly, 1 otherwise.
     #[arg(long)]
     season: Option<usize>,
@@ -375,7 +375,8 @@ fn read_series(a: &ForecastEvalArgs) -> Result<(BTreeMap<String, Vec<f64>>, usiz
     }
     let mut gaps: Vec<i64> = points.values().flat_map(|p| p.keys().collect::<Vec<_>>().windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()).collect();
     gaps.sort_unstable();
-    let step = gaps.get(gaps.len() / 2).copied().unwrap_or(1);
+    // The smallest spacing: slow movers are sold one day in many, but still daily series.
+    let step = gaps.first().copied().unwrap_or(1);
     let (season, fill) = match step {
         1 => (7, Some(1)),
         7 => (52, Some(7)),
