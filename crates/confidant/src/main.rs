@@ -252,19 +252,15 @@ fn main() -> Result<()> {
             Command::Audit(cmd) => rights::audit(config, cmd).await,
             Command::Import(args) => import::run(config, args).await,
             Command::Quality => import::quality(config).await,
-            Command::Analytics => {
+            cmd @ (Command::Analytics | Command::Match) => {
+                // The same runs as serve's jobs, once, with their report as JSON.
                 let app = open_app(config).await?;
-                let by = confidant_service::Principal { name: "cli".into(), role: confidant_core::config::Role::Dpo };
-                let r = app.run_customer_analytics(&by).await?;
-                println!("{}", serde_json::to_string_pretty(&r)?);
-                app.store().close().await?;
-                Ok(())
-            }
-            Command::Match => {
-                let app = open_app(config).await?;
-                let by = confidant_service::Principal { name: "cli".into(), role: confidant_core::config::Role::Dpo };
-                let r = app.match_profiles(&by).await?;
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                let by = job_principal("cli");
+                let report = match cmd {
+                    Command::Analytics => serde_json::to_value(app.run_customer_analytics(&by).await?)?,
+                    _ => serde_json::to_value(app.match_profiles(&by).await?)?,
+                };
+                println!("{}", serde_json::to_string_pretty(&report)?);
                 app.store().close().await?;
                 Ok(())
             }

@@ -225,9 +225,8 @@ impl App {
     /// analytics purpose is lawful; replaces the computed traits.
     pub async fn run_customer_analytics(&self, by: &Principal) -> Result<AnalyticsReport, ServiceError> {
         let now = crate::now_millis();
-        let (all_orders, without_id, left_out) = self.lawful_orders().await?;
+        let (orders, without_id, left_out) = self.lawful_orders().await?;
         let mut report = AnalyticsReport { order_events_without_id: without_id, customers_not_lawful: left_out, ..Default::default() };
-        let orders: Vec<&Order> = all_orders.iter().collect();
         report.orders = orders.len();
         let mut by_currency: BTreeMap<&str, usize> = BTreeMap::new();
         for o in &orders {
