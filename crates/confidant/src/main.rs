@@ -163,8 +163,9 @@ fn job_principal(name: &str) -> confidant_service::Principal {
 }
 
 /// The jobs of `serve`: retention (`jobs.retention_interval_hours`), probabilistic profile
-/// matching (`jobs.match_interval_minutes`) and customer analytics
-/// (`jobs.analytics_interval_minutes`).
+/// matching (`jobs.match_interval_minutes`), customer analytics
+/// (`jobs.analytics_interval_minutes`) and recommendation training
+/// (`jobs.recommendations_interval_minutes`).
 pub(crate) fn spawn_jobs(app: &App) {
     let jobs = &app.config().jobs;
     spawn_every(app, std::time::Duration::from_secs(jobs.retention_interval_hours * 3600), |app| async move {
@@ -183,6 +184,12 @@ pub(crate) fn spawn_jobs(app: &App) {
         match app.run_customer_analytics(&job_principal("analytics")).await {
             Ok(r) => tracing::info!(customers = r.customers, orders = r.orders, "customer analytics run"),
             Err(e) => tracing::error!(error = %e, "customer analytics run failed"),
+        }
+    });
+    spawn_every(app, std::time::Duration::from_secs(jobs.recommendations_interval_minutes * 60), |app| async move {
+        match app.train_recommendations(&job_principal("recommendations")).await {
+            Ok(r) => tracing::info!(subjects = r.subjects, products = r.products, version = r.version, "recommendations trained"),
+            Err(e) => tracing::error!(error = %e, "training the recommendations failed"),
         }
     });
 }

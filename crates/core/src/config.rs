@@ -57,6 +57,24 @@ pub struct Config {
     pub privacy: crate::privacy::PrivacyConfig,
     pub security: SecurityConfig,
     pub jobs: JobsConfig,
+    pub recommendations: RecommendationsConfig,
+}
+
+/// `[recommendations]`: the models behind `GET /api/recommendations`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecommendationsConfig {
+    /// Latent factors of implicit ALS. Default 64.
+    pub factors: usize,
+    /// ALS iterations. Default 15.
+    pub iterations: usize,
+    /// ALS regularisation. Default 0.05.
+    pub regularization: f64,
+    /// Neighbours kept per item for "similar items". Default 50.
+    pub neighbours: usize,
+    /// "Frequently bought together" shows a pair only when at least this many distinct
+    /// customers bought both in one order, so that no single customer's basket can be read off
+    /// a product page. Default 3.
+    pub min_customers_together: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -78,6 +96,15 @@ pub struct JobsConfig {
     /// Minutes between two runs of customer analytics (orders, RFM, lifetime value, churn)
     /// inside `serve`. Default 60; 0 turns it off.
     pub analytics_interval_minutes: u64,
+    /// Minutes between two trainings of the recommendation models inside `serve` (an erasure or
+    /// an objection also retrains at once). Default 60; 0 turns the periodic training off.
+    pub recommendations_interval_minutes: u64,
+    /// Seconds between two refreshes of the audiences inside `serve`: the subjects with new
+    /// events since the last refresh are evaluated again. Default 10; 0 turns it off.
+    pub audiences_refresh_seconds: u64,
+    /// Minutes between two full evaluations of every audience (windows such as "within 30
+    /// days" move with time even without new events). Default 60; 0 turns it off.
+    pub audiences_full_minutes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -221,7 +248,15 @@ impl Default for Config {
             log: LogConfig { level: "info".into(), format: LogFormat::Text },
             privacy: crate::privacy::decode(None).expect("the default privacy configuration is valid"),
             security: SecurityConfig { master_key_file: None },
-            jobs: JobsConfig { retention_interval_hours: 24, match_interval_minutes: 60, analytics_interval_minutes: 60 },
+            jobs: JobsConfig {
+                retention_interval_hours: 24,
+                match_interval_minutes: 60,
+                analytics_interval_minutes: 60,
+                recommendations_interval_minutes: 60,
+                audiences_refresh_seconds: 10,
+                audiences_full_minutes: 60,
+            },
+            recommendations: RecommendationsConfig { factors: 64, iterations: 15, regularization: 0.05, neighbours: 50, min_customers_together: 3 },
         }
     }
 }
@@ -623,7 +658,51 @@ impl Decoder {
         if let Some(m) = self.take::<u64>(&mut jobs, "jobs", "analytics_interval_minutes") {
             c.jobs.analytics_interval_minutes = m;
         }
+        if let Some(m) = self.take::<u64>(&mut jobs, "jobs", "recommendations_interval_minutes") {
+            c.jobs.recommendations_interval_minutes = m;
+        }
+        if let Some(m) = self.take::<u64>(&mut jobs, "jobs", "audiences_refresh_seconds") {
+            c.jobs.audiences_refresh_seconds = m;
+        }
+        if let Some(m) = self.take::<u64>(&mut jobs, "jobs", "audiences_full_minutes") {
+            c.jobs.audiences_full_minutes = m;
+        }
         self.finish(jobs, "jobs");
+
+        let mut recs = self.table(&mut root, "", "recommendations");
+        let r = &mut c.recommendations;
+        if let Some(v) = self.take::<u64>(&mut recs, "recommendations", "factors") {
+            match v {
+                1..=512 => r.factors = v as usize,
+                _ => self.problem("recommendations.factors", "must be from 1 to 512"),
+            }
+        }
+        if let Some(v) = self.take::<u64>(&mut recs, "recommendations", "iterations") {
+            match v {
+                1..=100 => r.iterations = v as usize,
+                _ => self.problem("recommendations.iterations", "must be from 1 to 100"),
+            }
+        }
+        if let Some(v) = self.take::<f64>(&mut recs, "recommendations", "regularization") {
+            if v.is_finite() && v >= 0.0 {
+                r.regularization = v
+            } else {
+                self.problem("recommendations.regularization", "must be a number ≥ 0")
+            }
+        }
+        if let Some(v) = self.take::<u64>(&mut recs, "recommendations", "neighbours") {
+            match v {
+                1..=1000 => r.neighbours = v as usize,
+                _ => self.problem("recommendations.neighbours", "must be from 1 to 1000"),
+            }
+        }
+        if let Some(v) = self.take::<u64>(&mut recs, "recommendations", "min_customers_together") {
+            match v {
+                1..=1000 => r.min_customers_together = v as u32,
+                _ => self.problem("recommendations.min_customers_together", "must be from 1 to 1000"),
+            }
+        }
+        self.finish(recs, "recommendations");
 
         let privacy = match root.remove("privacy") {
             None => None,

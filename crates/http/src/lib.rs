@@ -4,11 +4,13 @@
 //! - [`error`]: every failure mapped to a status and a JSON body, in one place.
 //! - `ingest`: the Segment-compatible Tracking API under `/v1`.
 //! - `admin`: the admin and data API under `/api` (profiles).
+//! - `personalisation`: recommendations and audiences.
 //! - `privacy`: consent (`/v1/consent`, GPC), the rights desk, audit, register, retention.
 
 mod admin;
 pub mod error;
 mod ingest;
+mod personalisation;
 mod privacy;
 
 use std::future::Future;
@@ -30,6 +32,7 @@ pub fn router(app: App) -> Router {
         .merge(ingest::routes())
         .merge(admin::routes())
         .merge(privacy::routes())
+        .merge(personalisation::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::NotFound("no such endpoint".into()) })

@@ -5,46 +5,7 @@
 mod common;
 
 use common::*;
-use confidant_service::scan::scan;
 use serde_json::{json, Value};
-
-impl TestApp {
-    async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> reqwest::Response {
-        let url = format!("{}{path}", self.base);
-        let mut r = match method {
-            "GET" => self.client.get(url),
-            _ => self.client.post(url),
-        };
-        if let Some(k) = key {
-            r = r.bearer_auth(k);
-        }
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        r.send().await.unwrap()
-    }
-    async fn dpo(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let r = self.call(method, path, Some(DPO_KEY), body).await;
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-    async fn consent(&self, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut r = self.client.post(format!("{}/v1/consent", self.base)).basic_auth(WRITE_KEY, Some("")).json(&body);
-        for (k, v) in headers {
-            r = r.header(*k, *v);
-        }
-        let r = r.send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
-    }
-    fn scan(&self, texts: &[&str]) -> Vec<String> {
-        let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
-        scan(self.dir.path(), &texts).unwrap().hits.iter().map(|h| format!("{} in {} at {}", texts[h.needle], h.file.display(), h.offset)).collect()
-    }
-    async fn receipts_total(&self) -> i64 {
-        self.app.store().privacy_version().await.unwrap().0
-    }
-}
 
 fn identify(user: &str, traits: Value) -> Value {
     json!({"type": "identify", "userId": user, "traits": traits})
@@ -449,6 +410,8 @@ async fn every_role_on_every_endpoint() {
         ("POST", "/api/identity/match".into(), None, &["admin", "dpo"]),
         ("POST", "/api/analytics/run".into(), None, &["admin", "dpo"]),
         ("GET", "/api/forecast?product=none".into(), None, &["admin", "dpo", "analyst", "marketer"]),
+        ("GET", "/api/recommendations?n=1".into(), None, &["admin", "dpo", "marketer"]),
+        ("POST", "/api/recommendations/train".into(), None, &["admin", "dpo"]),
         ("GET", "/api/identity/reviews".into(), None, &["admin", "dpo"]),
         ("POST", "/api/identity/reviews/1".into(), Some(json!({"decision": "merge"})), &["admin", "dpo"]),
         ("GET", "/api/dsr".into(), None, &["admin", "dpo"]),

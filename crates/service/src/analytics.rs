@@ -179,14 +179,10 @@ impl App {
         let names = ["Order Completed", "Order Refunded", "Order Cancelled"].map(String::from).to_vec();
         let events = self.store().events_named(names).await?;
         let (orders, without_id) = orders_from_events(&events);
-        let mut lawful: HashMap<ProfileId, bool> = HashMap::new();
-        for o in &orders {
-            if let std::collections::hash_map::Entry::Vacant(slot) = lawful.entry(o.subject) {
-                slot.insert(self.is_lawful(o.subject, PURPOSE).await?);
-            }
-        }
-        let left_out = lawful.values().filter(|l| !**l).count();
-        let orders = orders.into_iter().filter(|o| lawful[&o.subject] && o.status == OrderStatus::Completed).collect();
+        let subjects: Vec<ProfileId> = orders.iter().map(|o| o.subject).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let lawful = self.lawful_among(subjects.clone(), PURPOSE).await?;
+        let left_out = subjects.len() - lawful.len();
+        let orders = orders.into_iter().filter(|o| lawful.contains(&o.subject) && o.status == OrderStatus::Completed).collect();
         Ok((orders, without_id, left_out))
     }
 

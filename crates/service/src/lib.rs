@@ -5,6 +5,8 @@
 //!   privacy gate (minimisation, consent, suppression) between parsing and storing.
 //! - [`import`]: CSV/JSONL rows mapped, normalised, validated, imported or quarantined.
 //! - [`privacy`]: the consent book, consent recording, the rights desk, retention, audit.
+//! - [`analytics`]: orders, RFM, lifetime value, churn and demand forecasts.
+//! - [`recs`]: recommendation models trained on lawful subjects, served per request.
 //! - [`ropa`]: the register of processing, generated from the configuration and live counts.
 //! - [`matching`]: probabilistic matching of profiles, merges and the review queue.
 //! - [`keys`]: the master key and the keys derived from it.
@@ -19,6 +21,7 @@ pub mod keys;
 pub mod matching;
 pub mod metrics;
 pub mod privacy;
+pub mod recs;
 pub mod ropa;
 pub mod scan;
 
@@ -129,6 +132,7 @@ struct AppInner {
     tombstone_key: [u8; 32],
     /// Random, per process: makes the placeholders of values to encrypt unguessable.
     placeholder_token: String,
+    recs: recs::RecState,
 }
 
 impl App {
@@ -167,6 +171,7 @@ impl App {
                 book: privacy::ConsentBook::default(),
                 tombstone_key: master_key.tombstone_key(),
                 placeholder_token: hex::encode(rand::random::<[u8; 16]>()),
+                recs: recs::RecState::default(),
             }),
         };
         app.inner.book.invalidate();

@@ -357,6 +357,7 @@ impl App {
         self.audit(actor, "consent.recorded", Some(recorded.profile), json!({"receipts": purposes, "method": req.method})).await?;
         self.inner.book.refresh(&self.inner.store).await?;
         self.forget_computed_if_unlawful(recorded.profile).await?;
+        self.forget_recommendations_if_unlawful(recorded.profile).await?;
         Ok(ConsentAnswer { subject: recorded.profile.to_string(), receipts: recorded.receipts })
     }
 
@@ -365,6 +366,18 @@ impl App {
     pub async fn is_lawful(&self, subject: ProfileId, purpose: &str) -> Result<bool, ServiceError> {
         let state = self.subject_state(subject).await?;
         Ok(self.inner.policy.is_lawful(purpose, &state, Use::Process))
+    }
+
+    /// The same question for many subjects in one read: those of `subjects` for whom the
+    /// purpose is lawful now (subjects that no longer exist are not).
+    pub async fn lawful_among(&self, subjects: Vec<ProfileId>, purpose: &str) -> Result<HashSet<ProfileId>, ServiceError> {
+        let records = self.inner.store.subject_records(subjects.clone()).await?;
+        Ok(subjects
+            .into_iter()
+            .zip(records)
+            .filter(|(_, r)| r.as_ref().is_some_and(|r| self.inner.policy.is_lawful(purpose, &state_of(r), Use::Process)))
+            .map(|(s, _)| s)
+            .collect())
     }
 
     pub async fn subject_state(&self, subject: ProfileId) -> Result<SubjectState, ServiceError> {
@@ -466,6 +479,7 @@ impl App {
                     .await?;
                 self.inner.book.invalidate();
                 self.inner.book.refresh(&self.inner.store).await?;
+                self.forget_recommendations(&subject.members);
                 let done = self.inner.store.dsr_get(request.id).await?.ok_or(ServiceError::NotFound("request"))?;
                 Ok(DsrOutcome { request: done, message: "The subject was erased.".into(), export: None, erasure: Some(report) })
             }
@@ -670,6 +684,10 @@ impl App {
                 self.inner.book.invalidate();
                 self.inner.book.refresh(&self.inner.store).await?;
             }
+            if report.subjects_erased > 0 || report.events_deleted > 0 {
+                // The models learnt from what retention just deleted.
+                self.retrain_soon();
+            }
         }
         Ok(report)
     }
@@ -685,6 +703,9 @@ impl App {
         let n = self.inner.store.reapply_tombstones(self.inner.tombstone_key, actor.to_owned()).await?;
         self.inner.book.invalidate();
         self.inner.book.refresh(&self.inner.store).await?;
+        if n > 0 {
+            self.retrain_soon();
+        }
         Ok(n)
     }
 

@@ -274,6 +274,10 @@ impl Store {
     pub async fn subject_record(&self, id: ProfileId) -> Result<SubjectRecord> {
         self.backend.subject_record(id).await
     }
+    /// The records of many subjects in one read, in the same order (`None`: no such profile).
+    pub async fn subject_records(&self, ids: Vec<ProfileId>) -> Result<Vec<Option<SubjectRecord>>> {
+        self.backend.subject_records(ids).await
+    }
     pub async fn consent_changes_since(&self, seq: i64) -> Result<Vec<ConsentChange>> {
         self.backend.consent_changes_since(seq).await
     }

@@ -72,8 +72,10 @@ pub struct ConsentChange {
 }
 
 /// A subject's decisions (latest per purpose and scope) and restriction.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubjectRecord {
+    /// The root of the subject's tree (the live profile).
+    pub root: ProfileId,
     pub decisions: Vec<(String, String, bool, Millis)>,
     pub restricted: bool,
 }

@@ -114,3 +114,45 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    pub async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> reqwest::Response {
+        let url = format!("{}{path}", self.base);
+        let mut r = match method {
+            "GET" => self.client.get(url),
+            "PUT" => self.client.put(url),
+            "DELETE" => self.client.delete(url),
+            _ => self.client.post(url),
+        };
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.unwrap()
+    }
+    pub async fn dpo(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.as_key(DPO_KEY, method, path, body).await
+    }
+    pub async fn as_key(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let r = self.call(method, path, Some(key), body).await;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+    pub async fn consent(&self, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut r = self.client.post(format!("{}/v1/consent", self.base)).basic_auth(WRITE_KEY, Some("")).json(&body);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+    pub fn scan(&self, texts: &[&str]) -> Vec<String> {
+        let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+        confidant_service::scan::scan(self.dir.path(), &texts).unwrap().hits.iter().map(|h| format!("{} in {} at {}", texts[h.needle], h.file.display(), h.offset)).collect()
+    }
+    pub async fn receipts_total(&self) -> i64 {
+        self.app.store().privacy_version().await.unwrap().0
+    }
+}

@@ -531,6 +531,21 @@ impl Sqlite {
         self.read(move |c| privacy::subject_record(c, id.0)).await
     }
 
+    pub(crate) async fn subject_records(&self, ids: Vec<ProfileId>) -> Result<Vec<Option<SubjectRecord>>> {
+        self.read(move |c| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                match privacy::subject_record(c, id.0) {
+                    Ok(r) => out.push(Some(r)),
+                    Err(StoreError::NotFound(_)) => out.push(None),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     pub(crate) async fn receipts(&self, id: ProfileId) -> Result<Vec<ReceiptView>> {
         self.read(move |c| privacy::receipts(c, id.0)).await
     }

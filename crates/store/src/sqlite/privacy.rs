@@ -170,7 +170,7 @@ pub(super) fn subject_record(conn: &Connection, id: i64) -> Result<SubjectRecord
     let restricted: bool = conn
         .prepare_cached(&format!("{MEMBERS} SELECT EXISTS(SELECT 1 FROM subject_flags WHERE profile_id IN m)"))?
         .query_row([root], |r| r.get(0))?;
-    Ok(SubjectRecord { decisions, restricted })
+    Ok(SubjectRecord { root: ProfileId(root), decisions, restricted })
 }
 
 /// Receipts after `since`, each with the identifiers its subject holds now.
