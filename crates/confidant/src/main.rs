@@ -164,8 +164,9 @@ fn job_principal(name: &str) -> confidant_service::Principal {
 
 /// The jobs of `serve`: retention (`jobs.retention_interval_hours`), probabilistic profile
 /// matching (`jobs.match_interval_minutes`), customer analytics
-/// (`jobs.analytics_interval_minutes`) and recommendation training
-/// (`jobs.recommendations_interval_minutes`).
+/// (`jobs.analytics_interval_minutes`), recommendation training
+/// (`jobs.recommendations_interval_minutes`) and audience refreshes
+/// (`jobs.audiences_refresh_seconds`, `jobs.audiences_full_minutes`).
 pub(crate) fn spawn_jobs(app: &App) {
     let jobs = &app.config().jobs;
     spawn_every(app, std::time::Duration::from_secs(jobs.retention_interval_hours * 3600), |app| async move {
@@ -184,6 +185,19 @@ pub(crate) fn spawn_jobs(app: &App) {
         match app.run_customer_analytics(&job_principal("analytics")).await {
             Ok(r) => tracing::info!(customers = r.customers, orders = r.orders, "customer analytics run"),
             Err(e) => tracing::error!(error = %e, "customer analytics run failed"),
+        }
+    });
+    spawn_every(app, std::time::Duration::from_secs(jobs.audiences_refresh_seconds), |app| async move {
+        match app.refresh_audiences(false).await {
+            Ok(r) if r.joined + r.left > 0 => tracing::info!(subjects = r.subjects_evaluated, joined = r.joined, left = r.left, "audiences refreshed"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "refreshing the audiences failed"),
+        }
+    });
+    spawn_every(app, std::time::Duration::from_secs(jobs.audiences_full_minutes * 60), |app| async move {
+        match app.refresh_audiences(true).await {
+            Ok(r) => tracing::info!(audiences = r.audiences, joined = r.joined, left = r.left, "audiences evaluated in full"),
+            Err(e) => tracing::error!(error = %e, "evaluating the audiences failed"),
         }
     });
     spawn_every(app, std::time::Duration::from_secs(jobs.recommendations_interval_minutes * 60), |app| async move {

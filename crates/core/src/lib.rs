@@ -10,10 +10,12 @@
 //! - [`privacy`]: purposes, categories, the tracking plan; minimisation and lawfulness.
 //! - [`audit`]: the hash chain shared by the audit log and the consent ledger.
 //! - [`crypto`]: AES-256-GCM sealing of sensitive values under per-subject keys.
+//! - [`audience`]: the audience rule language: parsing with positions, evaluation on facts.
 //!
 //! This crate does no IO: no files, no sockets, no clock reads except where a caller passes
 //! "now" in. It knows nothing of SQL, HTTP or the command line.
 
+pub mod audience;
 pub mod config;
 pub mod identity;
 pub mod ids;

@@ -132,6 +132,8 @@ async fn get_profile(State(app): State<App>, headers: HeaderMap, Path(id): Path<
     // Computed traits hold no identifier: every reader sees them.
     let computed = app.computed_traits(p.id).await?;
     body["computed_traits"] = computed.iter().map(|c| (c.key.clone(), c.value.clone())).collect::<serde_json::Map<_, _>>().into();
+    let audiences = app.audiences_of(p.id).await?;
+    body["audiences"] = audiences.iter().map(|(name, purpose, since)| json!({"audience": name, "purpose": purpose, "since": format_millis(*since)})).collect::<Vec<_>>().into();
     Ok(Json(body))
 }
 

@@ -20,6 +20,8 @@ pub enum ApiError {
     Unprocessable { code: &'static str, message: String },
     /// The subject's processing is restricted (Art. 18).
     Restricted(String),
+    /// An audience rule that does not parse: 422 with the position.
+    InvalidRule(confidant_core::audience::RuleError),
     PayloadTooLarge(String),
     UnsupportedEncoding(String),
     TooManyRequests { retry_after_seconds: u64 },
@@ -38,6 +40,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(m) => ApiError::Conflict(m),
             ServiceError::Invalid { code, message } => ApiError::Unprocessable { code, message },
             ServiceError::Restricted(m) => ApiError::Restricted(m),
+            ServiceError::InvalidRule(e) => ApiError::InvalidRule(e),
         }
     }
 }
@@ -64,6 +67,12 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             ApiError::Unprocessable { code, message } => (StatusCode::UNPROCESSABLE_ENTITY, code, message),
             ApiError::Restricted(m) => (StatusCode::CONFLICT, "restricted", m),
+            ApiError::InvalidRule(e) => {
+                // The message names a position and the token found, never the whole rule.
+                let body = serde_json::json!({"success": false, "error": "invalid_rule", "message": format!("the rule does not parse: {e}"),
+                    "position": {"offset": e.offset, "line": e.line, "column": e.column}});
+                return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response();
+            }
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
             ApiError::UnsupportedEncoding(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", m),
             ApiError::TooManyRequests { retry_after_seconds } => {

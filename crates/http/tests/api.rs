@@ -260,6 +260,7 @@ async fn profiles_are_found_by_every_identifier_with_traits_and_provenance() {
     let mut by_id = t.api_json(&format!("/api/profiles/{}", p["id"].as_str().unwrap())).await;
     // The single view adds the computed traits (none before an analytics run).
     assert_eq!(by_id.as_object_mut().unwrap().remove("computed_traits"), Some(json!({})));
+    assert_eq!(by_id.as_object_mut().unwrap().remove("audiences"), Some(json!([])), "no events yet: not evaluated into any audience");
     assert_eq!(by_id, p);
 }
 

@@ -296,6 +296,7 @@ impl App {
             }
         }
         report.traits_written = self.store().replace_computed(KEYS.iter().map(|k| k.to_string()).collect(), rows).await?;
+        self.refresh_computed_audiences().await?;
         self.audit(&by.actor(), "analytics.computed", None, json!({"customers": report.customers, "orders": report.orders, "traits": report.traits_written}))
             .await?;
         Ok(report)

@@ -6,6 +6,7 @@
 //! - [`import`]: CSV/JSONL rows mapped, normalised, validated, imported or quarantined.
 //! - [`privacy`]: the consent book, consent recording, the rights desk, retention, audit.
 //! - [`analytics`]: orders, RFM, lifetime value, churn and demand forecasts.
+//! - [`audiences`]: purpose-bound audiences over traits, computed traits and events.
 //! - [`recs`]: recommendation models trained on lawful subjects, served per request.
 //! - [`ropa`]: the register of processing, generated from the configuration and live counts.
 //! - [`matching`]: probabilistic matching of profiles, merges and the review queue.
@@ -15,6 +16,7 @@
 //! No HTTP types and no SQL here.
 
 pub mod analytics;
+pub mod audiences;
 pub mod import;
 pub mod ingest;
 pub mod keys;
@@ -55,6 +57,9 @@ pub enum ServiceError {
     /// The subject's processing is restricted (Art. 18).
     #[error("{0}")]
     Restricted(String),
+    /// An audience rule that does not parse, with the position of the error.
+    #[error("the rule does not parse: {0}")]
+    InvalidRule(confidant_core::audience::RuleError),
 }
 
 impl From<StoreError> for ServiceError {
@@ -133,6 +138,7 @@ struct AppInner {
     /// Random, per process: makes the placeholders of values to encrypt unguessable.
     placeholder_token: String,
     recs: recs::RecState,
+    audiences: audiences::AudienceState,
 }
 
 impl App {
@@ -172,11 +178,13 @@ impl App {
                 tombstone_key: master_key.tombstone_key(),
                 placeholder_token: hex::encode(rand::random::<[u8; 16]>()),
                 recs: recs::RecState::default(),
+                audiences: audiences::AudienceState::default(),
             }),
         };
         app.inner.book.invalidate();
         app.inner.book.refresh(&app.inner.store).await?;
         app.audit_configuration().await?;
+        app.ensure_everyone().await?;
         privacy::spawn_refresher(&app);
         Ok(app)
     }

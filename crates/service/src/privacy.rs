@@ -358,6 +358,7 @@ impl App {
         self.inner.book.refresh(&self.inner.store).await?;
         self.forget_computed_if_unlawful(recorded.profile).await?;
         self.forget_recommendations_if_unlawful(recorded.profile).await?;
+        self.refresh_audiences_for(recorded.profile, "consent").await?;
         Ok(ConsentAnswer { subject: recorded.profile.to_string(), receipts: recorded.receipts })
     }
 
@@ -513,6 +514,7 @@ impl App {
                     finish("refused", json!({"reason": why}), "dsr.restriction.refused".into()).await?;
                     return Err(ServiceError::Conflict(if lift { "the subject is not restricted".into() } else { "the subject is already restricted".into() }));
                 }
+                self.refresh_audiences_for(subject.id, "restriction").await?;
                 let done = finish("completed", json!({"lifted": lift}), "dsr.restriction.completed".into()).await?;
                 Ok(DsrOutcome { request: done, message: if lift { "Restriction lifted." } else { "Processing restricted." }.into(), export: None, erasure: None })
             }
@@ -536,6 +538,7 @@ impl App {
     pub async fn build_export(&self, subject: ProfileId, request: &str) -> Result<Value, ServiceError> {
         let mut x = self.inner.store.export(subject).await?;
         let computed = self.inner.store.computed_traits(subject).await?;
+        let audiences = self.inner.store.audiences_of(subject).await?;
         self.golden(&mut x.profile);
         let policy = &self.inner.policy;
         let state = state_of(&self.inner.store.subject_record(subject).await?);
@@ -587,6 +590,7 @@ impl App {
             "traits": traits,
             "trait_lineage": x.profile.trait_values.iter().map(|t| json!({"key": t.key, "value": t.value, "source": t.source, "timestamp": confidant_core::time::format_millis(t.timestamp)})).collect::<Vec<_>>(),
             "computed_traits": computed.iter().map(|c| json!({"key": c.key, "value": c.value, "computed_at": confidant_core::time::format_millis(c.computed_at)})).collect::<Vec<_>>(),
+            "audiences": audiences.iter().map(|(name, purpose, since)| json!({"audience": name, "purpose": purpose, "since": confidant_core::time::format_millis(*since)})).collect::<Vec<_>>(),
             "events": events,
             "consent": {"current": current, "receipts": x.receipts},
             "merges": x.merges.iter().map(|m| json!({"id": m.id, "at": confidant_core::time::format_millis(m.at), "into": m.into.to_string(), "from": m.from.to_string(), "rule": m.rule, "evidence": m.evidence, "undone_at": m.undone_at.map(confidant_core::time::format_millis)})).collect::<Vec<_>>(),

@@ -8,6 +8,7 @@
 //! clients never see "database is locked" and throughput grows with load. Readers use a small
 //! pool of read-only connections, which WAL lets run beside the writer.
 
+pub mod audiences;
 pub mod privacy;
 mod sqlite;
 
@@ -369,6 +370,46 @@ impl Store {
     /// Deletes a subject's computed traits at once (objection to their purpose).
     pub async fn clear_computed(&self, id: ProfileId) -> Result<u64> {
         self.backend.clear_computed(id).await
+    }
+    pub async fn audience_get(&self, name: String) -> Result<Option<audiences::AudienceView>> {
+        self.backend.audience_get(name).await
+    }
+    pub async fn audience_list(&self) -> Result<Vec<audiences::AudienceView>> {
+        self.backend.audience_list().await
+    }
+    /// Creates an audience (no members yet); `Conflict` when the name is taken.
+    pub async fn audience_create(&self, def: audiences::AudienceDef, actor: String) -> Result<audiences::AudienceView> {
+        self.backend.audience_create(def, actor).await
+    }
+    pub async fn audience_update(&self, name: String, def: audiences::AudienceDef) -> Result<audiences::AudienceView> {
+        self.backend.audience_update(name, def).await
+    }
+    /// Deletes an audience with its members and history.
+    pub async fn audience_delete(&self, name: String) -> Result<()> {
+        self.backend.audience_delete(name).await
+    }
+    /// The facts audience rules read, per live profile.
+    pub async fn audience_facts(&self, q: audiences::FactsQuery) -> Result<Vec<audiences::SubjectFacts>> {
+        self.backend.audience_facts(q).await
+    }
+    /// The live subjects with events or consent receipts after the watermark, and the new one.
+    pub async fn touched_since(&self, w: audiences::Watermark) -> Result<(Vec<ProfileId>, audiences::Watermark)> {
+        self.backend.touched_since(w).await
+    }
+    /// Makes `members` the audience's members among `scope` (all when `None`), recording
+    /// each join and leave with `reason`.
+    pub async fn audience_apply(&self, name: String, scope: Option<Vec<ProfileId>>, members: Vec<ProfileId>, reason: &'static str) -> Result<audiences::Applied> {
+        self.backend.audience_apply(name, scope, members, reason).await
+    }
+    pub async fn audience_members(&self, name: String, after: Option<i64>, limit: usize) -> Result<Vec<audiences::MemberView>> {
+        self.backend.audience_members(name, after, limit).await
+    }
+    pub async fn audience_history(&self, name: String, before: Option<i64>, limit: usize) -> Result<Vec<audiences::HistoryView>> {
+        self.backend.audience_history(name, before, limit).await
+    }
+    /// The audiences a subject belongs to: (name, purpose, since).
+    pub async fn audiences_of(&self, id: ProfileId) -> Result<Vec<(String, String, Millis)>> {
+        self.backend.audiences_of(id).await
     }
     pub async fn match_candidates(&self, keys: Vec<String>) -> Result<Vec<MatchCandidate>> {
         self.backend.match_candidates(keys).await

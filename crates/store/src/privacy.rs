@@ -221,6 +221,8 @@ pub struct ErasureReport {
     pub keys_destroyed: u64,
     pub tombstones: u64,
     pub quarantined_rows: u64,
+    /// Audience memberships and their history.
+    pub audience_rows: u64,
     #[serde(skip)]
     pub identifiers: Vec<Identifier>,
 }

@@ -1,5 +1,6 @@
 //! The SQLite backend: one writer thread (group commit), a pool of read connections.
 
+mod audiences;
 mod crypt;
 mod privacy;
 mod read;
@@ -28,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_traits_by_source.sql"),
     include_str!("../../migrations/sqlite/0005_match_reviews.sql"),
     include_str!("../../migrations/sqlite/0006_computed_traits.sql"),
+    include_str!("../../migrations/sqlite/0007_audiences.sql"),
 ];
 
 /// The members of the tree rooted at `?1`: the root and every profile merged into it,
@@ -544,6 +546,51 @@ impl Sqlite {
             Ok(out)
         })
         .await
+    }
+
+    pub(crate) async fn audience_get(&self, name: String) -> Result<Option<crate::audiences::AudienceView>> {
+        self.read(move |c| audiences::get(c, &name)).await
+    }
+
+    pub(crate) async fn audience_list(&self) -> Result<Vec<crate::audiences::AudienceView>> {
+        self.read(audiences::list).await
+    }
+
+    pub(crate) async fn audience_create(&self, def: crate::audiences::AudienceDef, actor: String) -> Result<crate::audiences::AudienceView> {
+        self.exec(ExecFlags::default(), move |c, _| audiences::create(c, &def, &actor, now_millis())).await
+    }
+
+    pub(crate) async fn audience_update(&self, name: String, def: crate::audiences::AudienceDef) -> Result<crate::audiences::AudienceView> {
+        self.exec(ExecFlags::default(), move |c, _| audiences::update(c, &name, &def, now_millis())).await
+    }
+
+    pub(crate) async fn audience_delete(&self, name: String) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| audiences::delete(c, &name)).await
+    }
+
+    pub(crate) async fn audience_facts(&self, q: crate::audiences::FactsQuery) -> Result<Vec<crate::audiences::SubjectFacts>> {
+        let master = self.inner.master_key;
+        self.read(move |c| audiences::facts(c, &master, &q)).await
+    }
+
+    pub(crate) async fn touched_since(&self, w: crate::audiences::Watermark) -> Result<(Vec<ProfileId>, crate::audiences::Watermark)> {
+        self.read(move |c| audiences::touched_since(c, w)).await
+    }
+
+    pub(crate) async fn audience_apply(&self, name: String, scope: Option<Vec<ProfileId>>, members: Vec<ProfileId>, reason: &'static str) -> Result<crate::audiences::Applied> {
+        self.exec(ExecFlags::default(), move |c, _| audiences::apply(c, &name, scope.as_deref(), &members, reason, now_millis())).await
+    }
+
+    pub(crate) async fn audience_members(&self, name: String, after: Option<i64>, limit: usize) -> Result<Vec<crate::audiences::MemberView>> {
+        self.read(move |c| audiences::members(c, &name, after, limit)).await
+    }
+
+    pub(crate) async fn audience_history(&self, name: String, before: Option<i64>, limit: usize) -> Result<Vec<crate::audiences::HistoryView>> {
+        self.read(move |c| audiences::history(c, &name, before, limit)).await
+    }
+
+    pub(crate) async fn audiences_of(&self, id: ProfileId) -> Result<Vec<(String, String, i64)>> {
+        self.read(move |c| audiences::of_subject(c, id.0)).await
     }
 
     pub(crate) async fn receipts(&self, id: ProfileId) -> Result<Vec<ReceiptView>> {

@@ -457,6 +457,8 @@ pub(super) fn erase(conn: &Connection, req: &ErasureRequest, now: i64) -> Result
     report.events = run("DELETE FROM events WHERE profile_id IN m")?;
     report.traits = run("DELETE FROM traits WHERE profile_id IN m")?;
     report.traits += run("DELETE FROM computed_traits WHERE profile_id IN m")?;
+    report.audience_rows = run("DELETE FROM audience_members WHERE profile_id IN m")?;
+    report.audience_rows += run("DELETE FROM audience_history WHERE profile_id IN m")?;
     report.identities = run("DELETE FROM identities WHERE profile_id IN m")?;
     report.conflicts = run("DELETE FROM identity_conflicts WHERE profile_id IN m")?;
     run("DELETE FROM match_reviews WHERE profile_a IN m OR profile_b IN m")?;
@@ -711,7 +713,7 @@ pub(super) fn quality(conn: &Connection) -> Result<Vec<QualitySource>> {
 // ------------------------------------------------------------------------------ probabilistic matching
 
 /// Every profile's parent (None for roots), read at once, for jobs that walk all profiles.
-fn parents(conn: &Connection) -> Result<HashMap<i64, Option<i64>>> {
+pub(super) fn parents(conn: &Connection) -> Result<HashMap<i64, Option<i64>>> {
     let mut parent = HashMap::new();
     let mut stmt = conn.prepare("SELECT id, merged_into FROM profiles")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))? {
@@ -722,7 +724,7 @@ fn parents(conn: &Connection) -> Result<HashMap<i64, Option<i64>>> {
 }
 
 /// The root of a profile's tree in a parent map (bounded: a corrupted cycle stops).
-fn root_in(parent: &HashMap<i64, Option<i64>>, mut id: i64) -> i64 {
+pub(super) fn root_in(parent: &HashMap<i64, Option<i64>>, mut id: i64) -> i64 {
     for _ in 0..10_000 {
         match parent.get(&id) {
             Some(Some(p)) => id = *p,
