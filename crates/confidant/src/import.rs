@@ -25,6 +25,11 @@ pub(crate) struct ImportArgs {
     /// csv or jsonl; by default from the file's extension.
     #[arg(long)]
     format: Option<String>,
+    /// What the rows describe: `profiles` (people, the default) or `orders` (order lines:
+    /// order id, date, customer, product, quantity, price or total; the lines of one order
+    /// become one `Order Completed` event).
+    #[arg(long, default_value = "profiles", value_parser = ["profiles", "orders"])]
+    kind: String,
     /// Print the quarantined rows (of --source, or of every source) instead of importing.
     #[arg(long)]
     quarantine: bool,
@@ -124,6 +129,9 @@ pub(crate) async fn run(config: Config, args: ImportArgs) -> Result<()> {
         let file = Mapping::from_toml(&std::fs::read_to_string(m).with_context(|| format!("cannot read {}", m.display()))?)
             .map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?;
         mapping.columns.extend(file.columns);
+    }
+    if args.kind == "orders" {
+        mapping.kind = confidant_service::import::Kind::Orders;
     }
     // First pass: the whole file must be readable, so that a broken file imports nothing.
     let mut total = 0u64;

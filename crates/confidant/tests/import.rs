@@ -136,3 +136,45 @@ fn a_broken_file_imports_nothing_and_says_where() {
     let o = confidant(&config, &["import", "--source", "nowhere", dir.path().join("wide.csv").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a configured source"));
 }
+
+const ORDERS: &str = "Commande,Date,Courriel,Produit,Quantité,Prix,Devise
+O-1,2026-10-01,lea@example.fr,P-TENT,1,\"129,90\",EUR
+O-1,2026-10-01,lea@example.fr,P-STOVE,2,24.50,EUR
+O-2,02/10/2026,marc@example.fr,P-TENT,1,129.90,EUR
+O-3,2026-10-03,zoe@example.fr,P-LAMP,1,12.999,EUR
+O-4,not a date,zoe@example.fr,P-LAMP,1,12.99,EUR
+O-2,2026-10-02,other@example.fr,P-LAMP,1,12.99,EUR
+O-5,2026-10-04,,P-LAMP,1,12.99,EUR
+";
+
+#[test]
+fn order_lines_become_one_order_each_and_feed_the_analytics() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(dir.path(), "");
+    let file = dir.path().join("orders.csv");
+    std::fs::write(&file, ORDERS).unwrap();
+    let f = file.to_str().unwrap();
+    let r = json_out(&confidant(&config, &["import", "--source", "web", "--kind", "orders", f]))["import"].clone();
+    assert_eq!((r["rows"].as_u64(), r["imported"].as_u64(), r["quarantined"].as_u64()), (Some(7), Some(2), Some(4)), "{r}");
+    let q = json_out(&confidant(&config, &["import", "--quarantine", "--source", "web"]));
+    let mut reasons: Vec<(u64, String)> = q["quarantined"].as_array().unwrap().iter().map(|r| (r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap().to_owned())).collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![(5, "invalid_amount".into()), (6, "invalid_date".into()), (7, "order_conflict".into()), (8, "missing_identity".into())],
+        "{q}"
+    );
+    // Léa's two lines are one order, with exact money and the lines' sum as its total.
+    let x = json_out(&confidant(&config, &["dsr", "export", "--identifier", "email:lea@example.fr"]));
+    let orders: Vec<&Value> = x["events"].as_array().unwrap().iter().filter(|e| e["event"] == "Order Completed").collect();
+    assert_eq!(orders.len(), 1, "{x}");
+    let p = &orders[0]["properties"];
+    assert_eq!((p["order_id"].as_str(), p["total"].as_str(), p["currency"].as_str()), (Some("O-1"), Some("178.90"), Some("EUR")), "{p}");
+    assert_eq!(p["products"].as_array().unwrap().len(), 2);
+    assert_eq!(orders[0]["timestamp"], "2026-10-01T00:00:00.000Z");
+    // The same file again changes nothing; the analytics see both orders.
+    let again = json_out(&confidant(&config, &["import", "--source", "web", "--kind", "orders", f]))["import"].clone();
+    assert_eq!((again["imported"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(2)), "{again}");
+    let a = json_out(&confidant(&config, &["analytics"]));
+    assert_eq!((a["orders"].as_u64(), a["customers"].as_u64()), (Some(2), Some(2)), "{a}");
+}

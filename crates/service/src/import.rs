@@ -24,6 +24,24 @@ pub enum Target {
     AnonymousId,
     Trait(String),
     Ignore,
+    // Columns of an order file (one row per order line).
+    OrderId,
+    OrderDate,
+    Total,
+    Currency,
+    ProductId,
+    Quantity,
+    Price,
+}
+
+/// What the rows of a file describe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// People: each row an `identify`.
+    #[default]
+    Profiles,
+    /// Order lines: rows with the same order id become one `Order Completed` event.
+    Orders,
 }
 
 impl Target {
@@ -36,7 +54,31 @@ impl Target {
             "phone" => Target::Phone,
             "anonymous_id" => Target::AnonymousId,
             "ignore" => Target::Ignore,
+            "order_id" => Target::OrderId,
+            "order_date" => Target::OrderDate,
+            "total" => Target::Total,
+            "currency" => Target::Currency,
+            "product_id" => Target::ProductId,
+            "quantity" => Target::Quantity,
+            "price" => Target::Price,
             other => Target::Trait(other.strip_prefix("trait:").unwrap_or(other).to_owned()),
+        }
+    }
+
+    /// The sensible default for a column of an order file: the order's columns, then
+    /// identifiers and traits as for people.
+    pub fn infer_order(column: &str) -> Target {
+        use unicode_normalization::UnicodeNormalization;
+        let c: String = column.trim().to_lowercase().nfd().filter(char::is_ascii_alphanumeric).collect();
+        match c.as_str() {
+            "orderid" | "order" | "ordernumber" | "commande" | "numerocommande" | "numerodecommande" | "idcommande" => Target::OrderId,
+            "date" | "orderdate" | "datecommande" | "datedecommande" | "createdat" | "purchasedate" | "dateachat" => Target::OrderDate,
+            "total" | "ordertotal" | "amount" | "montant" | "montanttotal" | "revenue" => Target::Total,
+            "currency" | "devise" => Target::Currency,
+            "productid" | "product" | "sku" | "produit" | "reference" | "ref" | "article" => Target::ProductId,
+            "quantity" | "qty" | "quantite" | "qte" => Target::Quantity,
+            "price" | "unitprice" | "prix" | "prixunitaire" => Target::Price,
+            _ => Target::infer(column),
         }
     }
 
@@ -67,6 +109,7 @@ impl Target {
 #[derive(Clone, Debug, Default)]
 pub struct Mapping {
     pub columns: HashMap<String, Target>,
+    pub kind: Kind,
 }
 
 impl Mapping {
@@ -78,16 +121,19 @@ impl Mapping {
             let target = v.as_str().ok_or_else(|| format!("columns.{k} must be a string"))?;
             columns.insert(k.clone(), Target::parse(target));
         }
-        Ok(Mapping { columns })
+        Ok(Mapping { columns, kind: Kind::Profiles })
     }
 
     /// From (column, target) pairs, as the configuration's `[[sources]] columns` gives them.
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Mapping {
-        Mapping { columns: pairs.map(|(k, v)| (k.clone(), Target::parse(v))).collect() }
+        Mapping { columns: pairs.map(|(k, v)| (k.clone(), Target::parse(v))).collect(), kind: Kind::Profiles }
     }
 
     pub fn target(&self, column: &str) -> Target {
-        self.columns.get(column).cloned().unwrap_or_else(|| Target::infer(column))
+        self.columns.get(column).cloned().unwrap_or_else(|| match self.kind {
+            Kind::Profiles => Target::infer(column),
+            Kind::Orders => Target::infer_order(column),
+        })
     }
 }
 
@@ -113,8 +159,10 @@ pub struct ImportReport {
     pub previously_quarantined: u64,
 }
 
-/// Turns one row into an `identify` message (JSON text), or says why it cannot be.
-pub fn row_to_message(fields: &[(String, String)], mapping: &Mapping, source: &str, region: &str, now: Millis) -> Result<String, RowProblem> {
+/// The person a row describes: user id, anonymous id and normalised traits.
+type Person = (Option<String>, Option<String>, Map<String, Value>);
+
+fn person(fields: &[(String, String)], mapping: &Mapping, source: &str, region: &str) -> Result<Person, RowProblem> {
     let bad = |field: &str, why: Invalid| RowProblem { field: field.to_owned(), reason: why.code() };
     let mut traits = Map::new();
     let (mut user_id, mut anonymous_id) = (None, None);
@@ -126,7 +174,6 @@ pub fn row_to_message(fields: &[(String, String)], mapping: &Mapping, source: &s
             continue;
         }
         match mapping.target(column) {
-            Target::Ignore => {}
             Target::UserId => user_id = Some(value.to_owned()),
             Target::AnonymousId => anonymous_id = Some(value.to_owned()),
             Target::Email => {
@@ -150,6 +197,8 @@ pub fn row_to_message(fields: &[(String, String)], mapping: &Mapping, source: &s
                 };
                 traits.insert(name, Value::String(v));
             }
+            // The order's own columns, and ignored ones.
+            _ => {}
         }
     }
     if user_id.is_none() && anonymous_id.is_none() {
@@ -161,10 +210,19 @@ pub fn row_to_message(fields: &[(String, String)], mapping: &Mapping, source: &s
             None => return Err(RowProblem { field: "(row)".into(), reason: "missing_identity" }),
         }
     }
+    Ok((user_id, anonymous_id, traits))
+}
+
+fn message_id(source: &str, content: &Value) -> String {
+    format!("import-{}", &hex::encode(Sha256::digest(format!("{source}\u{1f}{content}")))[..32])
+}
+
+/// Turns one row into an `identify` message (JSON text), or says why it cannot be.
+pub fn row_to_message(fields: &[(String, String)], mapping: &Mapping, source: &str, region: &str, now: Millis) -> Result<String, RowProblem> {
+    let (user_id, anonymous_id, traits) = person(fields, mapping, source, region)?;
     // The id is the content: the same row imported again is a duplicate, a changed one is new.
     let content = json!({"userId": user_id, "anonymousId": anonymous_id, "traits": traits});
-    let message_id = format!("import-{}", &hex::encode(Sha256::digest(format!("{source}\u{1f}{content}")))[..32]);
-    let mut m = json!({"type": "identify", "messageId": message_id, "traits": traits, "timestamp": confidant_core::time::format_millis(now),
+    let mut m = json!({"type": "identify", "messageId": message_id(source, &content), "traits": traits, "timestamp": confidant_core::time::format_millis(now),
                        "context": {"library": {"name": "confidant-import"}}});
     if let Some(u) = user_id {
         m["userId"] = u.into();
@@ -175,6 +233,121 @@ pub fn row_to_message(fields: &[(String, String)], mapping: &Mapping, source: &s
     Ok(m.to_string())
 }
 
+/// One order line of an order file.
+#[derive(Clone, Debug)]
+struct OrderLine {
+    line: u64,
+    order_id: String,
+    at: Millis,
+    person: Person,
+    total: Option<crate::analytics::Money>,
+    currency: Option<String>,
+    product: Option<(String, i64, Option<crate::analytics::Money>)>,
+}
+
+fn order_line(line: u64, fields: &[(String, String)], mapping: &Mapping, source: &str, region: &str) -> Result<OrderLine, RowProblem> {
+    let person = person(fields, mapping, source, region)?;
+    let (mut order_id, mut at, mut total, mut currency, mut product, mut quantity, mut price) = (None, None, None, None, None, None, None);
+    for (column, raw) in fields {
+        let value = raw.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let bad = |reason: &'static str| RowProblem { field: column.clone(), reason };
+        let money = || crate::analytics::Money::parse(&Value::String(value.replace(',', "."))).ok_or_else(|| bad("invalid_amount"));
+        match mapping.target(column) {
+            Target::OrderId => order_id = Some(value.to_owned()),
+            Target::OrderDate => {
+                let ms = confidant_core::time::parse_timestamp(value)
+                    .or_else(|| normalise::date(value).ok().and_then(|d| confidant_core::time::parse_timestamp(&format!("{}T00:00:00Z", d.iso))))
+                    .ok_or_else(|| bad("invalid_date"))?;
+                at = Some(ms);
+            }
+            Target::Total => total = Some(money()?),
+            Target::Price => price = Some(money()?),
+            Target::Currency => {
+                if value.len() != 3 || !value.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return Err(bad("invalid_currency"));
+                }
+                currency = Some(value.to_uppercase());
+            }
+            Target::ProductId => product = Some(value.to_owned()),
+            Target::Quantity => quantity = Some(value.parse::<i64>().ok().filter(|q| *q > 0 && *q <= 1_000_000).ok_or_else(|| bad("invalid_quantity"))?),
+            _ => {}
+        }
+    }
+    let order_id = order_id.ok_or(RowProblem { field: "(row)".into(), reason: "missing_order_id" })?;
+    let at = at.ok_or(RowProblem { field: "(row)".into(), reason: "missing_date" })?;
+    if product.is_none() && total.is_none() {
+        return Err(RowProblem { field: "(row)".into(), reason: "missing_product_or_total" });
+    }
+    Ok(OrderLine { line, order_id, at, person, total, currency, product: product.map(|p| (p, quantity.unwrap_or(1), price)) })
+}
+
+/// Groups order lines by order id into `Order Completed` messages. Lines of one order that
+/// disagree on the customer, the date or the currency are refused (the first line decides).
+fn orders_to_messages(lines: Vec<OrderLine>, source: &str) -> (Vec<String>, Vec<(u64, RowProblem)>) {
+    let mut orders: BTreeMap<String, Vec<OrderLine>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for l in lines {
+        let group = orders.entry(l.order_id.clone()).or_default();
+        if let Some(first) = group.first() {
+            let same_person = (&first.person.0, &first.person.1) == (&l.person.0, &l.person.1);
+            if !same_person || first.at != l.at || (l.currency.is_some() && first.currency.is_some() && l.currency != first.currency) {
+                problems.push((l.line, RowProblem { field: "(row)".into(), reason: "order_conflict" }));
+                continue;
+            }
+        }
+        group.push(l);
+    }
+    let mut out = Vec::with_capacity(orders.len());
+    for (order_id, group) in orders {
+        let first = &group[0];
+        let currency = group.iter().find_map(|l| l.currency.clone());
+        let products: Vec<Value> = group
+            .iter()
+            .filter_map(|l| l.product.as_ref())
+            .map(|(id, q, price)| {
+                let mut p = json!({"product_id": id, "quantity": q});
+                if let Some(pr) = price {
+                    p["price"] = pr.to_decimal_string().into();
+                }
+                p
+            })
+            .collect();
+        // The order's total as the file gives it; else the sum of its lines when every line has a price.
+        let total = group.iter().find_map(|l| l.total).or_else(|| {
+            let lines: Option<Vec<i64>> = group.iter().filter_map(|l| l.product.as_ref()).map(|(_, q, p)| p.map(|p| p.minor * q)).collect();
+            lines.filter(|v| !v.is_empty()).map(|v| crate::analytics::Money { minor: v.iter().sum() })
+        });
+        let (user_id, anonymous_id, traits) = &first.person;
+        let mut properties = json!({"order_id": order_id, "products": products});
+        if let Some(t) = total {
+            properties["total"] = t.to_decimal_string().into();
+        }
+        if let Some(c) = &currency {
+            properties["currency"] = c.clone().into();
+        }
+        let content = json!({"userId": user_id, "anonymousId": anonymous_id, "traits": traits, "at": first.at, "properties": properties});
+        let mut m = json!({"type": "track", "event": "Order Completed", "messageId": message_id(source, &content), "properties": properties,
+                           "timestamp": confidant_core::time::format_millis(first.at),
+                           "context": {"library": {"name": "confidant-import"}, "traits": traits}});
+        if let Some(u) = user_id {
+            m["userId"] = u.clone().into();
+        }
+        if let Some(a) = anonymous_id {
+            m["anonymousId"] = a.clone().into();
+        }
+        out.push(m.to_string());
+    }
+    (out, problems)
+}
+
+fn quarantined(line: u64, p: RowProblem, fields: Vec<(String, String)>) -> QuarantineRow {
+    let raw: Map<String, Value> = fields.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    QuarantineRow { line, field: p.field, reason: p.reason.to_owned(), raw: Value::Object(raw).to_string() }
+}
+
 impl App {
     /// Imports rows (line number and (column, value) pairs) from one file for a source, in
     /// batches through the ingestion path; invalid rows replace the file's quarantine.
@@ -183,7 +356,7 @@ impl App {
         source: &Source,
         file: &str,
         mapping: &Mapping,
-        rows: impl Iterator<Item = (u64, Vec<(String, String)>)>,
+        mut rows: impl Iterator<Item = (u64, Vec<(String, String)>)>,
         mut progress: impl FnMut(u64),
     ) -> Result<ImportReport, ServiceError> {
         let region = self.config().ingest.default_region.clone();
@@ -191,13 +364,38 @@ impl App {
         let mut report = ImportReport::default();
         let mut quarantine = Vec::new();
         let mut batch: Vec<String> = Vec::with_capacity(500);
+        if mapping.kind == Kind::Orders {
+            // Lines of one order may be anywhere in the file: group them all, then send.
+            let mut lines = Vec::new();
+            let mut raw_of: HashMap<u64, Vec<(String, String)>> = HashMap::new();
+            for (line, fields) in rows.by_ref() {
+                report.rows += 1;
+                match order_line(line, &fields, mapping, &source.name, &region) {
+                    Ok(l) => {
+                        raw_of.insert(line, fields);
+                        lines.push(l);
+                    }
+                    Err(p) => quarantine.push(quarantined(line, p, fields)),
+                }
+            }
+            let (messages, problems) = orders_to_messages(lines, &source.name);
+            for (line, p) in problems {
+                quarantine.push(quarantined(line, p, raw_of.remove(&line).unwrap_or_default()));
+            }
+            report.quarantined = quarantine.len() as u64;
+            for chunk in messages.chunks(500) {
+                batch.extend(chunk.iter().cloned());
+                self.import_batch(source, &mut batch, &mut report).await?;
+                progress(report.rows);
+            }
+        }
+        // (An order file has consumed every row above.)
         for (line, fields) in rows {
             report.rows += 1;
             match row_to_message(&fields, mapping, &source.name, &region, now) {
                 Ok(m) => batch.push(m),
                 Err(p) => {
-                    let raw: Map<String, Value> = fields.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-                    quarantine.push(QuarantineRow { line, field: p.field, reason: p.reason.to_owned(), raw: Value::Object(raw).to_string() });
+                    quarantine.push(quarantined(line, p, fields));
                     report.quarantined += 1;
                 }
             }
