@@ -27,8 +27,8 @@ pub(crate) struct ImportArgs {
     format: Option<String>,
     /// What the rows describe: `profiles` (people, the default) or `orders` (order lines:
     /// order id, date, customer, product, quantity, price or total; the lines of one order
-    /// become one `Order Completed` event).
-    #[arg(long, default_value = "profiles", value_parser = ["profiles", "orders"])]
+    /// become one `Order Completed` event) or `stock` (product, quantity, optional date).
+    #[arg(long, default_value = "profiles", value_parser = ["profiles", "orders", "stock"])]
     kind: String,
     /// Print the quarantined rows (of --source, or of every source) instead of importing.
     #[arg(long)]
@@ -130,9 +130,11 @@ pub(crate) async fn run(config: Config, args: ImportArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?;
         mapping.columns.extend(file.columns);
     }
-    if args.kind == "orders" {
-        mapping.kind = confidant_service::import::Kind::Orders;
-    }
+    mapping.kind = match args.kind.as_str() {
+        "orders" => confidant_service::import::Kind::Orders,
+        "stock" => confidant_service::import::Kind::Stock,
+        _ => confidant_service::import::Kind::Profiles,
+    };
     // First pass: the whole file must be readable, so that a broken file imports nothing.
     let mut total = 0u64;
     for r in rows(&path, &format)? {

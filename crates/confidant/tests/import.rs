@@ -178,3 +178,17 @@ fn order_lines_become_one_order_each_and_feed_the_analytics() {
     let a = json_out(&confidant(&config, &["analytics"]));
     assert_eq!((a["orders"].as_u64(), a["customers"].as_u64()), (Some(2), Some(2)), "{a}");
 }
+
+#[test]
+fn stock_levels_are_imported_with_their_problems_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(dir.path(), "");
+    let file = dir.path().join("stock.csv");
+    std::fs::write(&file, "Référence,Stock,Date\nP-TENT,12,2026-11-01\nP-LAMP,\"3,5\",\nP-STOVE,-2,2026-11-01\n,4,2026-11-01\nP-BAG,5,2099-01-01\n").unwrap();
+    let r = json_out(&confidant(&config, &["import", "--source", "web", "--kind", "stock", file.to_str().unwrap()]))["import"].clone();
+    assert_eq!((r["rows"].as_u64(), r["imported"].as_u64(), r["quarantined"].as_u64()), (Some(5), Some(2), Some(3)), "{r}");
+    let q = json_out(&confidant(&config, &["import", "--quarantine", "--source", "web"]));
+    let mut reasons: Vec<String> = q["quarantined"].as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap().to_owned()).collect();
+    reasons.sort();
+    assert_eq!(reasons, vec!["invalid_date", "invalid_quantity", "missing_product"], "{q}");
+}

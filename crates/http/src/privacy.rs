@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use confidant_core::config::Role;
 use confidant_core::ids::{IdKind, Identifier};
 use confidant_core::time::format_millis;
+use confidant_service::analytics::Interval;
 use confidant_service::privacy::{ConsentRequest, DsrAction, DsrRequest, Evidence};
 use confidant_service::ropa::RopaFormat;
 use confidant_service::store::privacy::AuditFilter;
@@ -38,6 +39,8 @@ pub(crate) fn routes() -> Router<App> {
         .route("/api/identity/match", post(identity_match))
         .route("/api/analytics/run", post(analytics_run))
         .route("/api/forecast", get(forecast))
+        .route("/api/stock", post(stock_post))
+        .route("/api/stock/cover", get(stock_cover))
         .route("/api/identity/reviews", get(identity_reviews))
         .route("/api/identity/reviews/{id}", post(identity_decide))
         .route("/api/profiles/{id}/consent", get(profile_consent))
@@ -180,17 +183,71 @@ async fn analytics_run(State(app): State<App>, headers: HeaderMap) -> Result<Jso
 struct ForecastQuery {
     product: Option<String>,
     horizon: Option<String>,
+    interval: Option<String>,
 }
 
 /// Demand forecasts are aggregates over products: every reporting role may read them.
 async fn forecast(State(app): State<App>, headers: HeaderMap, Query(q): Query<ForecastQuery>) -> Result<Json<Value>, ApiError> {
     authorise(&app, &headers, REPORT_ROLES)?;
     let product = q.product.filter(|p| !p.trim().is_empty()).ok_or_else(|| ApiError::Unprocessable { code: "missing_product", message: "product is required: /api/forecast?product=ID&horizon=DAYS".into() })?;
+    let interval = match q.interval.as_deref() {
+        None | Some("day") => Interval::Day,
+        Some("week") => Interval::Week,
+        Some(_) => return Err(ApiError::Unprocessable { code: "invalid_interval", message: "interval must be day or week".into() }),
+    };
     let horizon = match q.horizon.as_deref() {
+        None if interval == Interval::Week => 8,
         None => 14,
+        Some(h) => h.parse::<usize>().map_err(|_| ApiError::Unprocessable { code: "invalid_horizon", message: "horizon must be a whole number of periods".into() })?,
+    };
+    Ok(Json(serde_json::to_value(app.forecast_product(product.trim(), horizon, interval).await?).unwrap_or(Value::Null)))
+}
+
+#[derive(serde::Deserialize)]
+struct CoverQuery {
+    horizon: Option<String>,
+}
+
+/// Days of cover per product (no personal data): every reporting role.
+async fn stock_cover(State(app): State<App>, headers: HeaderMap, Query(q): Query<CoverQuery>) -> Result<Json<Value>, ApiError> {
+    authorise(&app, &headers, REPORT_ROLES)?;
+    let horizon = match q.horizon.as_deref() {
+        None => 60,
         Some(h) => h.parse::<usize>().map_err(|_| ApiError::Unprocessable { code: "invalid_horizon", message: "horizon must be a number of days from 1 to 365".into() })?,
     };
-    Ok(Json(serde_json::to_value(app.forecast_product(product.trim(), horizon).await?).unwrap_or(Value::Null)))
+    Ok(Json(json!({"horizon_days": horizon, "products": app.stock_cover(horizon).await?})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StockBody {
+    levels: Vec<StockLevel>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StockLevel {
+    product: String,
+    quantity: f64,
+    at: Option<String>,
+}
+
+/// Stock readings from the shop's inventory system: admins and marketers.
+async fn stock_post(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let who = authorise(&app, &headers, &[Role::Admin, Role::Marketer])?;
+    let b: StockBody = serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest {
+        code: "invalid_body",
+        message: "the body must be {\"levels\": [{\"product\": \"SKU\", \"quantity\": 12, \"at\": \"2026-11-22T08:00:00Z\"}]}".into(),
+    })?;
+    let mut levels = Vec::with_capacity(b.levels.len());
+    for (i, l) in b.levels.into_iter().enumerate() {
+        let at = match l.at.as_deref() {
+            None => None,
+            Some(t) => Some(confidant_core::time::parse_timestamp(t).ok_or(ApiError::Unprocessable { code: "invalid_time", message: format!("level {i}: at must be an ISO 8601 time") })?),
+        };
+        levels.push((l.product, l.quantity, at));
+    }
+    Ok(Json(json!({"recorded": app.record_stock(levels, &who).await?})))
 }
 
 #[derive(serde::Deserialize)]

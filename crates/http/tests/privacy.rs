@@ -411,6 +411,8 @@ async fn every_role_on_every_endpoint() {
         ("POST", "/api/analytics/run".into(), None, &["admin", "dpo"]),
         ("GET", "/api/forecast?product=none".into(), None, &["admin", "dpo", "analyst", "marketer"]),
         ("GET", "/api/recommendations?n=1".into(), None, &["admin", "dpo", "marketer"]),
+        ("GET", "/api/stock/cover".into(), None, &["admin", "dpo", "analyst", "marketer"]),
+        ("POST", "/api/stock".into(), Some(json!({"levels": [{"product": "P-M", "quantity": 1}]})), &["admin", "marketer"]),
         ("POST", "/api/recommendations/train".into(), None, &["admin", "dpo"]),
         ("GET", "/api/audiences".into(), None, &["admin", "dpo", "analyst", "marketer"]),
         ("GET", "/api/audiences/everyone".into(), None, &["admin", "dpo", "analyst", "marketer"]),
@@ -618,4 +620,69 @@ async fn product_forecasts_use_lawful_sales_and_refuse_bad_requests() {
         let (s, body) = t.dpo("GET", path, None).await;
         assert_eq!((s, body["error"].as_str().unwrap_or("")), (status, code), "{path}: {body}");
     }
+}
+
+#[tokio::test]
+async fn weekly_forecasts_and_stock_cover_from_lawful_sales() {
+    let t = spawn_app().await;
+    // Ten weeks of daily orders of socks: 2 a day on weekdays, 5 at weekends (20 a week).
+    let mut batch = Vec::new();
+    for d in 1..=70i64 {
+        let ts = confidant_core::time::format_millis(confidant_service::now_millis() - d * 86_400_000);
+        let dow = (confidant_service::now_millis() / 86_400_000 - d + 3).rem_euclid(7); // 0 = Monday
+        let qty = if dow >= 5 { 5 } else { 2 };
+        batch.push(json!({"type": "track", "userId": format!("wk-{}", d % 9), "event": "Order Completed", "timestamp": ts,
+                          "properties": {"order_id": format!("WK-{d}"), "total": 10, "currency": "EUR",
+                                         "products": [{"product_id": "P-SOCK", "quantity": qty}]}}));
+    }
+    assert_eq!(t.post("/v1/batch", json!({"batch": batch})).await.status(), 200);
+
+    let (s, f) = t.dpo("GET", "/api/forecast?product=P-SOCK&interval=week&horizon=4", None).await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(f["interval"], "week");
+    let weeks: Vec<&str> = f["days"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert_eq!(weeks.len(), 4);
+    for w in &weeks {
+        let day = confidant_core::time::parse_timestamp(&format!("{w}T00:00:00Z")).unwrap() / 86_400_000;
+        assert_eq!((day + 3).rem_euclid(7), 0, "{w} starts a week (a Monday)");
+    }
+    for v in f["forecast"]["point"].as_array().unwrap() {
+        assert!((12.0..=28.0).contains(&v.as_f64().unwrap()), "about 20 a week: {f}");
+    }
+    assert!((9..=10).contains(&f["history_days"].as_u64().unwrap()), "complete weeks only: {f}");
+
+    // Stock: 30 pairs of socks (about 10 days at 2.9 a day), and a product that never sold.
+    let (s, r) = t.as_key(ADMIN_KEY, "POST", "/api/stock", Some(json!({"levels": [{"product": "P-SOCK", "quantity": 30}, {"product": "P-IDLE", "quantity": 10}]}))).await;
+    assert_eq!((s, r["recorded"].as_u64()), (200, Some(2)), "{r}");
+    let (s, c) = t.dpo("GET", "/api/stock/cover?horizon=60", None).await;
+    assert_eq!(s, 200, "{c}");
+    let p = &c["products"];
+    assert_eq!(p[0]["product"], "P-SOCK", "shortest cover first: {c}");
+    let days = p[0]["days_of_cover"].as_f64().unwrap();
+    assert!((7.0..=14.0).contains(&days), "{c}");
+    assert!(p[0]["days_of_cover_prudent"].as_f64().unwrap() <= days, "{c}");
+    assert!((2.3..=3.5).contains(&p[0]["daily_demand"].as_f64().unwrap()), "{c}");
+    assert!(p[0]["stockout_on"].is_string());
+    assert_eq!((p[1]["product"].as_str(), p[1]["days_of_cover"].is_null()), (Some("P-IDLE"), true), "{c}");
+
+    for (method, path, body, status, code) in [
+        ("GET", "/api/forecast?product=P-SOCK&interval=month", None, 422, "invalid_interval"),
+        ("GET", "/api/forecast?product=P-SOCK&interval=week&horizon=105", None, 422, "invalid_horizon"),
+        ("GET", "/api/stock/cover?horizon=0", None, 422, "invalid_horizon"),
+        ("POST", "/api/stock", Some(json!({"levels": [{"product": "P-SOCK", "quantity": -1}]})), 422, "invalid_quantity"),
+        ("POST", "/api/stock", Some(json!({"levels": [{"product": "P-SOCK", "quantity": 1, "at": "2099-01-01T00:00:00Z"}]})), 422, "invalid_time"),
+        ("POST", "/api/stock", Some(json!({"levels": [{"product": " ", "quantity": 1}]})), 422, "invalid_product"),
+        ("POST", "/api/stock", Some(json!({"levels": []})), 422, "no_levels"),
+        ("POST", "/api/stock", Some(json!({"stock": 3})), 400, "invalid_body"),
+    ] {
+        let r = t.call(method, path, Some(ADMIN_KEY), body).await;
+        let s = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!((s, v["error"].as_str().unwrap_or("")), (status, code), "{path}: {v}");
+    }
+    assert_eq!(t.call("POST", "/api/stock", Some(ANALYST_KEY), Some(json!({"levels": [{"product": "P", "quantity": 1}]}))).await.status(), 403);
+    // The refused calls changed nothing.
+    let (_, c2) = t.dpo("GET", "/api/stock/cover?horizon=60", None).await;
+    assert_eq!(c2["products"][0]["stock"], 30.0);
+    assert_eq!(c2["products"].as_array().unwrap().len(), 2);
 }

@@ -142,16 +142,95 @@ pub fn orders_from_events(events: &[confidant_store::privacy::NamedEvent]) -> (V
     (v, without_id)
 }
 
+/// Days or weeks (Monday to Sunday).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interval {
+    Day,
+    Week,
+}
+
 /// A product's demand forecast.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProductForecast {
     pub product: String,
-    /// Days of history the model saw (from the shop's first order to today).
+    pub interval: Interval,
+    /// Periods of history the model saw (from the shop's first order to the last complete
+    /// period); named `history_days` for compatibility, in weeks for weekly forecasts.
     pub history_days: usize,
     pub units_sold: f64,
-    /// The forecast days (YYYY-MM-DD), tomorrow first.
+    /// The first day of each forecast period (YYYY-MM-DD), the next period first.
     pub days: Vec<String>,
     pub forecast: confidant_analytics::forecast::Forecast,
+}
+
+/// One product's stock cover.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StockCover {
+    pub product: String,
+    pub stock: f64,
+    /// When the stock was read.
+    pub as_of: String,
+    pub model: Option<String>,
+    /// Mean forecast units per day over the horizon.
+    pub daily_demand: Option<f64>,
+    /// Days until the forecast demand from the reading on exceeds the stock; `None` when it
+    /// does not within the horizon, or without sales to forecast from.
+    pub days_of_cover: Option<f64>,
+    /// The same against the upper 80 % bound of demand.
+    pub days_of_cover_prudent: Option<f64>,
+    pub stockout_on: Option<String>,
+}
+
+/// A product's unit sales in consecutive periods from `first` (a day number, or the day
+/// number of the first week's Monday).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub first: i64,
+    pub values: Vec<f64>,
+}
+
+/// Daily unit sales per product from the shop's first order to today.
+pub struct DailySales {
+    first_day: Option<i64>,
+    today: i64,
+    units: HashMap<String, BTreeMap<i64, f64>>,
+}
+
+impl DailySales {
+    pub fn from_orders(orders: &[Order], now: confidant_core::time::Millis) -> DailySales {
+        let mut units: HashMap<String, BTreeMap<i64, f64>> = HashMap::new();
+        for o in orders {
+            for (id, q) in &o.lines {
+                *units.entry(id.clone()).or_default().entry(o.at.div_euclid(DAY_MS)).or_default() += *q as f64;
+            }
+        }
+        DailySales { first_day: orders.iter().map(|o| o.at.div_euclid(DAY_MS)).min(), today: now.div_euclid(DAY_MS), units }
+    }
+
+    /// The product's series by day (to today) or by complete week (Monday to Sunday, to the
+    /// last complete week); `None` when it never sold (or no complete week holds a sale).
+    pub fn series(&self, product: &str, interval: Interval) -> Option<Series> {
+        let (first, units) = (self.first_day?, self.units.get(product)?);
+        match interval {
+            Interval::Day => Some(Series { first, values: (first..=self.today).map(|d| units.get(&d).copied().unwrap_or(0.0)).collect() }),
+            Interval::Week => {
+                // Day 0 (1970-01-01) was a Thursday: Monday-based weeks start at day 4 + 7k.
+                let monday = |d: i64| d - (d - 4).rem_euclid(7);
+                let (start, end) = (monday(first), monday(self.today));
+                let values: Vec<f64> = (0..(end - start) / 7).map(|w| (0..7).map(|k| units.get(&(start + 7 * w + k)).copied().unwrap_or(0.0)).sum()).collect();
+                values.iter().any(|v| *v > 0.0).then_some(Series { first: start, values })
+            }
+        }
+    }
+}
+
+fn day_string(day: i64) -> String {
+    confidant_core::time::format_millis(day * DAY_MS)[..10].to_owned()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 /// What a run did.
@@ -186,35 +265,110 @@ impl App {
         Ok((orders, without_id, left_out))
     }
 
-    /// Forecasts daily unit sales of a product for `horizon` days: the model chosen by a
-    /// rolling-origin backtest on the product's own history (zero-sale days included from the
-    /// shop's first order), with 80 % and 95 % intervals.
-    pub async fn forecast_product(&self, product: &str, horizon: usize) -> Result<ProductForecast, ServiceError> {
-        if !(1..=365).contains(&horizon) {
-            return Err(ServiceError::Invalid { code: "invalid_horizon", message: "horizon must be a number of days from 1 to 365".into() });
+    /// Forecasts unit sales of a product for `horizon` days (or weeks): the model chosen by a
+    /// rolling-origin backtest on the product's own history (zero-sale periods included from
+    /// the shop's first order), with 80 % and 95 % intervals.
+    pub async fn forecast_product(&self, product: &str, horizon: usize, interval: Interval) -> Result<ProductForecast, ServiceError> {
+        let (max, unit) = match interval {
+            Interval::Day => (365, "days"),
+            Interval::Week => (104, "weeks"),
+        };
+        if !(1..=max).contains(&horizon) {
+            return Err(ServiceError::Invalid { code: "invalid_horizon", message: format!("horizon must be a number of {unit} from 1 to {max}") });
         }
         let (orders, _, _) = self.lawful_orders().await?;
-        let first_day = orders.iter().map(|o| o.at.div_euclid(DAY_MS)).min();
-        let today = crate::now_millis().div_euclid(DAY_MS);
-        let mut units: BTreeMap<i64, f64> = BTreeMap::new();
-        for o in &orders {
-            for (id, q) in &o.lines {
-                if id == product {
-                    *units.entry(o.at.div_euclid(DAY_MS)).or_default() += *q as f64;
-                }
-            }
-        }
-        let (Some(first_day), false) = (first_day, units.is_empty()) else {
+        let sales = DailySales::from_orders(&orders, crate::now_millis());
+        let Some(history) = sales.series(product, interval) else {
             return Err(ServiceError::NotFound("product (no sale of it is recorded)"));
         };
-        let series: Vec<f64> = (first_day..=today).map(|d| units.get(&d).copied().unwrap_or(0.0)).collect();
-        let history_days = series.len();
-        let f = tokio::task::spawn_blocking(move || confidant_analytics::forecast::auto(&series, 7, horizon, 3))
+        let season = if interval == Interval::Day { 7 } else { 52 };
+        let (series, first) = (history.values.clone(), history.first);
+        let f = tokio::task::spawn_blocking(move || confidant_analytics::forecast::auto(&series, season, horizon, 3))
             .await
             .map_err(|e| ServiceError::Conflict(format!("the forecast task failed: {e}")))?
             .ok_or(ServiceError::NotFound("product history"))?;
-        let days: Vec<String> = (1..=horizon as i64).map(|k| confidant_core::time::format_millis((today + k) * DAY_MS)[..10].to_owned()).collect();
-        Ok(ProductForecast { product: product.to_owned(), history_days, units_sold: units.values().sum(), days, forecast: f })
+        let step = if interval == Interval::Day { 1 } else { 7 };
+        let next = first + history.values.len() as i64 * step;
+        let days: Vec<String> = (0..horizon as i64).map(|k| day_string(next + k * step)).collect();
+        Ok(ProductForecast { product: product.to_owned(), interval, history_days: history.values.len(), units_sold: history.values.iter().sum(), days, forecast: f })
+    }
+
+    /// Records stock readings (not personal data): product, quantity, time (now if absent).
+    pub async fn record_stock(&self, levels: Vec<(String, f64, Option<confidant_core::time::Millis>)>, by: &Principal) -> Result<u64, ServiceError> {
+        let now = crate::now_millis();
+        if levels.is_empty() {
+            return Err(ServiceError::Invalid { code: "no_levels", message: "give at least one stock level".into() });
+        }
+        if levels.len() > 10_000 {
+            return Err(ServiceError::Invalid { code: "too_many_levels", message: "at most 10,000 stock levels per call".into() });
+        }
+        let mut rows = Vec::with_capacity(levels.len());
+        for (i, (product, quantity, at)) in levels.into_iter().enumerate() {
+            let product = product.trim().to_owned();
+            if product.is_empty() || product.chars().count() > 200 {
+                return Err(ServiceError::Invalid { code: "invalid_product", message: format!("level {i}: a product id is 1 to 200 characters") });
+            }
+            if !quantity.is_finite() || quantity < 0.0 {
+                return Err(ServiceError::Invalid { code: "invalid_quantity", message: format!("level {i}: a quantity is a number ≥ 0") });
+            }
+            let at = at.unwrap_or(now);
+            if at > now + DAY_MS {
+                return Err(ServiceError::Invalid { code: "invalid_time", message: format!("level {i}: a stock reading cannot be in the future") });
+            }
+            rows.push((product, quantity, at));
+        }
+        let n = self.store().stock_put(rows, by.actor()).await?;
+        self.audit(&by.actor(), "stock.recorded", None, json!({"levels": n})).await?;
+        Ok(n)
+    }
+
+    /// Days of cover per product: the latest stock reading against the daily forecast from the
+    /// reading on, with a prudent figure from the upper 80 % bound of demand. Shortest first.
+    pub async fn stock_cover(&self, horizon: usize) -> Result<Vec<StockCover>, ServiceError> {
+        if !(1..=365).contains(&horizon) {
+            return Err(ServiceError::Invalid { code: "invalid_horizon", message: "horizon must be a number of days from 1 to 365".into() });
+        }
+        let stock = self.store().stock_current().await?;
+        let (orders, _, _) = self.lawful_orders().await?;
+        let sales = DailySales::from_orders(&orders, crate::now_millis());
+        let work: Vec<(String, f64, i64, Option<Series>)> = stock.into_iter().map(|(p, q, at)| {
+            let s = sales.series(&p, Interval::Day);
+            (p, q, at, s)
+        }).collect();
+        let mut out = tokio::task::spawn_blocking(move || {
+            work.into_iter()
+                .map(|(product, stock, at, series)| {
+                    let mut c = StockCover { product, stock, as_of: confidant_core::time::format_millis(at), model: None, daily_demand: None, days_of_cover: None, days_of_cover_prudent: None, stockout_on: None };
+                    let Some(series) = series else { return c };
+                    // Demand counted from the day after the reading.
+                    let from = at.div_euclid(DAY_MS) + 1;
+                    let ahead = (from - (series.first + series.values.len() as i64)).max(0) as usize;
+                    let Some(f) = confidant_analytics::forecast::auto(&series.values, 7, horizon + ahead, 3) else { return c };
+                    let point = &f.point[ahead.min(f.point.len())..];
+                    let upper = &f.upper_80[ahead.min(f.upper_80.len())..];
+                    let cover = |demand: &[f64]| -> Option<f64> {
+                        let mut left = stock;
+                        for (k, d) in demand.iter().enumerate() {
+                            if *d >= left && *d > 0.0 {
+                                return Some(k as f64 + left / d);
+                            }
+                            left -= d;
+                        }
+                        None
+                    };
+                    c.daily_demand = Some(round2(point.iter().sum::<f64>() / point.len().max(1) as f64));
+                    c.days_of_cover = cover(point).map(round2);
+                    c.days_of_cover_prudent = cover(upper).map(round2);
+                    c.stockout_on = c.days_of_cover.map(|d| day_string(from + d.floor() as i64));
+                    c.model = Some(f.model.name().to_owned());
+                    c
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| ServiceError::Conflict(format!("the forecast task failed: {e}")))?;
+        out.sort_by(|a, b| a.days_of_cover.unwrap_or(f64::INFINITY).total_cmp(&b.days_of_cover.unwrap_or(f64::INFINITY)).then(a.product.cmp(&b.product)));
+        Ok(out)
     }
 
     /// Recomputes RFM, lifetime value and churn for every subject with orders for whom the
@@ -324,6 +478,22 @@ fn round4(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weekly_series_hold_complete_monday_weeks() {
+        let day = |d: i64| d * DAY_MS;
+        // Day 4 (1970-01-05) is a Monday. Sales on days 5, 11 and 12; today is day 20 (a Wednesday).
+        let orders: Vec<Order> = [(5, 2), (11, 1), (12, 3), (19, 7)]
+            .iter()
+            .map(|&(d, q)| Order { subject: ProfileId(1), order_id: format!("o{d}"), at: day(d), currency: None, total: None, status: OrderStatus::Completed, lines: vec![("P".into(), q)] })
+            .collect();
+        let s = DailySales::from_orders(&orders, day(20));
+        assert_eq!(s.series("P", Interval::Week), Some(Series { first: 4, values: vec![2.0, 4.0] }), "the week of today is not complete");
+        let d = s.series("P", Interval::Day).unwrap();
+        assert_eq!((d.first, d.values.len(), d.values[0], d.values[7]), (5, 16, 2.0, 3.0));
+        assert_eq!(s.series("Q", Interval::Day), None);
+        assert_eq!(day_string(4), "1970-01-05");
+    }
 
     #[test]
     fn money_is_exact_and_refuses_what_it_cannot_hold() {

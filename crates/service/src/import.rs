@@ -42,6 +42,8 @@ pub enum Kind {
     Profiles,
     /// Order lines: rows with the same order id become one `Order Completed` event.
     Orders,
+    /// Stock levels: product, quantity, and optionally the time of the reading.
+    Stock,
 }
 
 impl Target {
@@ -133,6 +135,17 @@ impl Mapping {
         self.columns.get(column).cloned().unwrap_or_else(|| match self.kind {
             Kind::Profiles => Target::infer(column),
             Kind::Orders => Target::infer_order(column),
+            Kind::Stock => {
+                use unicode_normalization::UnicodeNormalization;
+                let c: String = column.trim().to_lowercase().nfd().filter(char::is_ascii_alphanumeric).collect();
+                match c.as_str() {
+                    "stock" | "stocklevel" | "onhand" | "inventory" | "disponible" | "quantiteenstock" | "enstock" => Target::Quantity,
+                    _ => match Target::infer_order(column) {
+                        t @ (Target::ProductId | Target::Quantity | Target::OrderDate) => t,
+                        _ => Target::Ignore,
+                    },
+                }
+            }
         })
     }
 }
@@ -343,6 +356,33 @@ fn orders_to_messages(lines: Vec<OrderLine>, source: &str) -> (Vec<String>, Vec<
     (out, problems)
 }
 
+fn stock_row(fields: &[(String, String)], mapping: &Mapping, now: Millis) -> Result<(String, f64, Option<Millis>), RowProblem> {
+    let (mut product, mut quantity, mut at) = (None, None, None);
+    for (column, raw) in fields {
+        let value = raw.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let bad = |reason: &'static str| RowProblem { field: column.clone(), reason };
+        match mapping.target(column) {
+            Target::ProductId => product = Some(value.to_owned()),
+            Target::Quantity => quantity = Some(value.replace(',', ".").parse::<f64>().ok().filter(|q| q.is_finite() && *q >= 0.0).ok_or_else(|| bad("invalid_quantity"))?),
+            Target::OrderDate => {
+                at = Some(
+                    confidant_core::time::parse_timestamp(value)
+                        .or_else(|| normalise::date(value).ok().and_then(|d| confidant_core::time::parse_timestamp(&format!("{}T00:00:00Z", d.iso))))
+                        .filter(|t| *t <= now)
+                        .ok_or_else(|| bad("invalid_date"))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    let product = product.ok_or(RowProblem { field: "(row)".into(), reason: "missing_product" })?;
+    let quantity = quantity.ok_or(RowProblem { field: "(row)".into(), reason: "missing_quantity" })?;
+    Ok((product, quantity, at))
+}
+
 fn quarantined(line: u64, p: RowProblem, fields: Vec<(String, String)>) -> QuarantineRow {
     let raw: Map<String, Value> = fields.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     QuarantineRow { line, field: p.field, reason: p.reason.to_owned(), raw: Value::Object(raw).to_string() }
@@ -364,6 +404,22 @@ impl App {
         let mut report = ImportReport::default();
         let mut quarantine = Vec::new();
         let mut batch: Vec<String> = Vec::with_capacity(500);
+        if mapping.kind == Kind::Stock {
+            let mut levels = Vec::new();
+            for (line, fields) in rows.by_ref() {
+                report.rows += 1;
+                match stock_row(&fields, mapping, now) {
+                    Ok(l) => levels.push(l),
+                    Err(p) => quarantine.push(quarantined(line, p, fields)),
+                }
+            }
+            report.quarantined = quarantine.len() as u64;
+            let by = crate::Principal { name: format!("import:{}", source.name), role: confidant_core::config::Role::Admin };
+            for chunk in levels.chunks(10_000) {
+                report.imported += self.record_stock(chunk.to_vec(), &by).await?;
+            }
+            progress(report.rows);
+        }
         if mapping.kind == Kind::Orders {
             // Lines of one order may be anywhere in the file: group them all, then send.
             let mut lines = Vec::new();

@@ -411,6 +411,14 @@ impl Store {
     pub async fn audiences_of(&self, id: ProfileId) -> Result<Vec<(String, String, Millis)>> {
         self.backend.audiences_of(id).await
     }
+    /// Records stock readings (product, quantity, time); a reading at the same time replaces.
+    pub async fn stock_put(&self, levels: Vec<(String, f64, Millis)>, source: String) -> Result<u64> {
+        self.backend.stock_put(levels, source).await
+    }
+    /// The latest reading of every product: (product, quantity, time).
+    pub async fn stock_current(&self) -> Result<Vec<(String, f64, Millis)>> {
+        self.backend.stock_current().await
+    }
     pub async fn match_candidates(&self, keys: Vec<String>) -> Result<Vec<MatchCandidate>> {
         self.backend.match_candidates(keys).await
     }

@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_match_reviews.sql"),
     include_str!("../../migrations/sqlite/0006_computed_traits.sql"),
     include_str!("../../migrations/sqlite/0007_audiences.sql"),
+    include_str!("../../migrations/sqlite/0008_stock.sql"),
 ];
 
 /// The members of the tree rooted at `?1`: the root and every profile merged into it,
@@ -591,6 +592,27 @@ impl Sqlite {
 
     pub(crate) async fn audiences_of(&self, id: ProfileId) -> Result<Vec<(String, String, i64)>> {
         self.read(move |c| audiences::of_subject(c, id.0)).await
+    }
+
+    pub(crate) async fn stock_put(&self, levels: Vec<(String, f64, i64)>, source: String) -> Result<u64> {
+        self.exec(ExecFlags::default(), move |c, _| {
+            let mut stmt = c.prepare_cached("INSERT OR REPLACE INTO stock_levels(product, at, quantity, source) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut n = 0;
+            for (product, quantity, at) in &levels {
+                n += stmt.execute(rusqlite::params![product, at, quantity, source])? as u64;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    pub(crate) async fn stock_current(&self) -> Result<Vec<(String, f64, i64)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT product, quantity, max(at) FROM stock_levels GROUP BY product ORDER BY product")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<std::result::Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
     }
 
     pub(crate) async fn receipts(&self, id: ProfileId) -> Result<Vec<ReceiptView>> {
