@@ -246,6 +246,12 @@ pub fn row_to_message(fields: &[(String, String)], mapping: &Mapping, source: &s
     Ok(m.to_string())
 }
 
+/// A time in a file: a full timestamp, or a date in any notation `normalise::date` reads
+/// (midnight UTC).
+fn moment(value: &str) -> Option<Millis> {
+    confidant_core::time::parse_timestamp(value).or_else(|| normalise::date(value).ok().and_then(|d| confidant_core::time::parse_timestamp(&format!("{}T00:00:00Z", d.iso))))
+}
+
 /// One order line of an order file.
 #[derive(Clone, Debug)]
 struct OrderLine {
@@ -271,10 +277,7 @@ fn order_line(line: u64, fields: &[(String, String)], mapping: &Mapping, source:
         match mapping.target(column) {
             Target::OrderId => order_id = Some(value.to_owned()),
             Target::OrderDate => {
-                let ms = confidant_core::time::parse_timestamp(value)
-                    .or_else(|| normalise::date(value).ok().and_then(|d| confidant_core::time::parse_timestamp(&format!("{}T00:00:00Z", d.iso))))
-                    .ok_or_else(|| bad("invalid_date"))?;
-                at = Some(ms);
+                at = Some(moment(value).ok_or_else(|| bad("invalid_date"))?);
             }
             Target::Total => total = Some(money()?),
             Target::Price => price = Some(money()?),
@@ -368,12 +371,7 @@ fn stock_row(fields: &[(String, String)], mapping: &Mapping, now: Millis) -> Res
             Target::ProductId => product = Some(value.to_owned()),
             Target::Quantity => quantity = Some(value.replace(',', ".").parse::<f64>().ok().filter(|q| q.is_finite() && *q >= 0.0).ok_or_else(|| bad("invalid_quantity"))?),
             Target::OrderDate => {
-                at = Some(
-                    confidant_core::time::parse_timestamp(value)
-                        .or_else(|| normalise::date(value).ok().and_then(|d| confidant_core::time::parse_timestamp(&format!("{}T00:00:00Z", d.iso))))
-                        .filter(|t| *t <= now)
-                        .ok_or_else(|| bad("invalid_date"))?,
-                )
+at = Some(moment(value).filter(|t| *t <= now).ok_or_else(|| bad("invalid_date"))?)
             }
             _ => {}
         }
