@@ -82,8 +82,10 @@ pub(super) fn facts(conn: &Connection, master: &[u8; 32], q: &FactsQuery) -> Res
                 "{MEMBERS} SELECT t.key, t.value, t.ts, s.name FROM traits t JOIN sources s ON s.id = t.source_id WHERE t.profile_id IN m"
             ))?;
             let mut c = conn.prepare_cached(&format!("{MEMBERS} SELECT key, value FROM computed_traits WHERE profile_id IN m"))?;
+            // `+event`, `+ts`: one subject's events are found through the profile index, never by
+            // scanning every event of that name (the `events_type_event_ts` index).
             let mut e = conn.prepare_cached(&format!(
-                "{MEMBERS} SELECT event, ts, json_extract(body, '$.properties') FROM events WHERE profile_id IN m AND type = 'track' AND event = ?2 AND ts >= ?3"
+                "{MEMBERS} SELECT event, ts, json_extract(body, '$.properties') FROM events WHERE profile_id IN m AND type = 'track' AND +event = ?2 AND +ts >= ?3"
             ))?;
             for root in roots {
                 let f = out.entry(root).or_insert_with(|| SubjectFacts { profile: ProfileId(root), traits: Vec::new(), computed: Vec::new(), events: Vec::new() });
