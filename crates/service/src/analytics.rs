@@ -78,7 +78,8 @@ pub enum OrderStatus {
     Cancelled,
 }
 
-fn text(v: &Value) -> Option<String> {
+/// A non-empty string, or a number as text (ids arrive as either).
+pub(crate) fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
         Value::Number(n) => Some(n.to_string()),

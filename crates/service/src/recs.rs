@@ -18,6 +18,7 @@ use confidant_core::time::Millis;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::analytics::text;
 use crate::{App, Principal, ServiceError};
 
 /// The purpose recommendations serve.
@@ -63,14 +64,6 @@ impl Catalogue {
             self.name[i as usize] = Some(n);
         }
         Some(i)
-    }
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 
@@ -374,6 +367,11 @@ fn train(
     )
 }
 
+/// Who trains when the product retrains on its own (an erasure, a first request).
+fn trainer() -> Principal {
+    Principal { name: "recommendations".into(), role: confidant_core::config::Role::Dpo }
+}
+
 impl App {
     /// Trains the recommendation models on the subjects lawful for the purpose now, and swaps
     /// them in. One training at a time.
@@ -466,10 +464,7 @@ impl App {
         let model = match self.rec_model() {
             Some(m) => m,
             None => {
-                self.train_recommendations(&Principal {
-                    name: "recommendations".into(),
-                    role: confidant_core::config::Role::Dpo,
-                })
+                self.train_recommendations(&trainer())
                 .await?;
                 self.rec_model()
                     .ok_or(ServiceError::NotFound("recommendation model"))?
@@ -624,10 +619,7 @@ impl App {
         let app = self.clone();
         tokio::spawn(async move {
             if let Err(e) = app
-                .train_recommendations(&Principal {
-                    name: "recommendations".into(),
-                    role: confidant_core::config::Role::Dpo,
-                })
+                .train_recommendations(&trainer())
                 .await
             {
                 tracing::error!(error = %e, "retraining the recommendations failed");
