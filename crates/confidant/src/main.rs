@@ -1,6 +1,7 @@
 //! `confidant`: the command line. Thin: it reads the configuration, sets up logging and
 //! hands over to the library crates.
 
+mod campaign;
 mod credentials;
 mod dedupe;
 mod demo;
@@ -74,6 +75,9 @@ enum Command {
     /// Recommendations: evaluate a model on an interactions file.
     #[command(subcommand)]
     Recs(models::RecsCommand),
+    /// Email campaigns: send one to an audience (or simulate it with --dry-run).
+    #[command(subcommand)]
+    Campaign(campaign::CampaignCommand),
     /// Demand forecasting: backtest the models on a file of series.
     #[command(subcommand)]
     Forecast(models::ForecastCommand),
@@ -166,9 +170,20 @@ fn job_principal(name: &str) -> confidant_service::Principal {
 /// matching (`jobs.match_interval_minutes`), customer analytics
 /// (`jobs.analytics_interval_minutes`), recommendation training
 /// (`jobs.recommendations_interval_minutes`) and audience refreshes
-/// (`jobs.audiences_refresh_seconds`, `jobs.audiences_full_minutes`).
+/// (`jobs.audiences_refresh_seconds`, `jobs.audiences_full_minutes`), scheduled campaigns and
+/// triggered messages (`jobs.campaigns_seconds`), and the destinations' delivery worker.
 pub(crate) fn spawn_jobs(app: &App) {
     let jobs = &app.config().jobs;
+    app.spawn_destination_worker();
+    if app.config().smtp.host.is_some() {
+        spawn_every(app, std::time::Duration::from_secs(jobs.campaigns_seconds), |app| async move {
+            match app.run_campaigns().await {
+                Ok((0, 0)) => {}
+                Ok((campaigns, triggered)) => tracing::info!(campaigns, triggered, "scheduled campaigns and triggers run"),
+                Err(e) => tracing::error!(error = %e, "running scheduled campaigns and triggers failed"),
+            }
+        });
+    }
     spawn_every(app, std::time::Duration::from_secs(jobs.retention_interval_hours * 3600), |app| async move {
         match app.retention_run(false, "retention").await {
             Ok(r) => tracing::info!(erased = r.subjects_erased, events = r.events_deleted, "retention run"),
@@ -273,6 +288,13 @@ fn main() -> Result<()> {
             Command::Audit(cmd) => rights::audit(config, cmd).await,
             Command::Import(args) => import::run(config, args).await,
             Command::Quality => import::quality(config).await,
+            Command::Campaign(cmd) => {
+                let code = campaign::run(config, cmd).await?;
+                if code != 0 {
+                    std::process::exit(code);
+                }
+                Ok(())
+            }
             cmd @ (Command::Analytics | Command::Match) => {
                 // The same runs as serve's jobs, once, with their report as JSON.
                 let app = open_app(config).await?;

@@ -58,6 +58,74 @@ pub struct Config {
     pub security: SecurityConfig,
     pub jobs: JobsConfig,
     pub recommendations: RecommendationsConfig,
+    pub smtp: SmtpConfig,
+    pub campaigns: CampaignsConfig,
+    pub destinations: DestinationsConfig,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP (a relay on the same machine or network only).
+    None,
+    /// STARTTLS, required: the connection fails rather than fall back to plain text.
+    Starttls,
+    /// Implicit TLS (SMTPS, port 465).
+    Tls,
+}
+
+/// `[smtp]`: the server campaigns, triggered messages and sign-in codes are handed to.
+#[derive(Clone, PartialEq)]
+pub struct SmtpConfig {
+    /// The server's host name. No default: without it, sending is refused with a clear error.
+    pub host: Option<String>,
+    /// Default 25 without TLS, 587 with STARTTLS, 465 with implicit TLS.
+    pub port: u16,
+    /// The sender, `address` or `Name <address>`. Required when `host` is set.
+    pub from: String,
+    /// `none`, `starttls` (default) or `tls`.
+    pub tls: SmtpTls,
+    /// Credentials for SMTP AUTH, both or neither. Default none.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Seconds before a connection or command times out. Default 30.
+    pub timeout_seconds: u64,
+    /// Connections used in parallel for a campaign. Default 4.
+    pub connections: usize,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username.as_ref().map(|_| "(set)"))
+            .field("password", &self.password.as_ref().map(|_| "(redacted)"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[campaigns]`: rules every email campaign and triggered message follows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CampaignsConfig {
+    /// At most this many marketing emails per person per window. Default 3.
+    pub frequency_cap: u32,
+    /// The window of the cap, in days. Default 7.
+    pub frequency_window_days: u32,
+    /// The language of a person whose `preferred_language` is neither `fr` nor `en`. Default `fr`.
+    pub default_language: String,
+}
+
+/// `[destinations]`: webhooks that receive events, audience changes and rights requests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DestinationsConfig {
+    /// Whether a webhook may point at a loopback, private or link-local address. Default
+    /// false: a destination URL is a way into the shop's own network otherwise.
+    pub allow_private_addresses: bool,
+    /// Milliseconds between two passes of the delivery worker when it is idle. Default 500.
+    pub poll_milliseconds: u64,
 }
 
 /// `[recommendations]`: the models behind `GET /api/recommendations`.
@@ -105,6 +173,9 @@ pub struct JobsConfig {
     /// Minutes between two full evaluations of every audience (windows such as "within 30
     /// days" move with time even without new events). Default 60; 0 turns it off.
     pub audiences_full_minutes: u64,
+    /// Seconds between two looks at scheduled campaigns and triggered messages. Default 30;
+    /// 0 turns both off.
+    pub campaigns_seconds: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -255,8 +326,21 @@ impl Default for Config {
                 recommendations_interval_minutes: 60,
                 audiences_refresh_seconds: 10,
                 audiences_full_minutes: 60,
+                campaigns_seconds: 30,
             },
             recommendations: RecommendationsConfig { factors: 64, iterations: 15, regularization: 0.05, neighbours: 50, min_customers_together: 3 },
+            smtp: SmtpConfig {
+                host: None,
+                port: 587,
+                from: String::new(),
+                tls: SmtpTls::Starttls,
+                username: None,
+                password: None,
+                timeout_seconds: 30,
+                connections: 4,
+            },
+            campaigns: CampaignsConfig { frequency_cap: 3, frequency_window_days: 7, default_language: "fr".into() },
+            destinations: DestinationsConfig { allow_private_addresses: false, poll_milliseconds: 500 },
         }
     }
 }
@@ -667,6 +751,9 @@ impl Decoder {
         if let Some(m) = self.take::<u64>(&mut jobs, "jobs", "audiences_full_minutes") {
             c.jobs.audiences_full_minutes = m;
         }
+        if let Some(m) = self.take::<u64>(&mut jobs, "jobs", "campaigns_seconds") {
+            c.jobs.campaigns_seconds = m;
+        }
         self.finish(jobs, "jobs");
 
         let mut recs = self.table(&mut root, "", "recommendations");
@@ -703,6 +790,7 @@ impl Decoder {
             }
         }
         self.finish(recs, "recommendations");
+        self.activation(&mut root, &mut c);
 
         let privacy = match root.remove("privacy") {
             None => None,
@@ -720,6 +808,89 @@ impl Decoder {
         self.finish(root, "");
         self.check_keys(&c);
         c
+    }
+
+    /// `[smtp]`, `[campaigns]` and `[destinations]`.
+    fn activation(&mut self, root: &mut toml::Table, c: &mut Config) {
+        let mut smtp = self.table(root, "", "smtp");
+        let p = "smtp";
+        let s = &mut c.smtp;
+        if let Some(t) = self.take::<SmtpTls>(&mut smtp, p, "tls") {
+            s.tls = t;
+        }
+        s.port = match s.tls {
+            SmtpTls::None => 25,
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+        };
+        if let Some(h) = self.take::<String>(&mut smtp, p, "host") {
+            if h.trim().is_empty() || h.contains(|c: char| c.is_whitespace() || c == '/') {
+                self.problem("smtp.host", "must be a host name or an IP address");
+            } else {
+                s.host = Some(h);
+            }
+        }
+        if let Some(port) = self.take::<i64>(&mut smtp, p, "port") {
+            match u16::try_from(port) {
+                Ok(v) if v > 0 => s.port = v,
+                _ => self.problem("smtp.port", "must be from 1 to 65535"),
+            }
+        }
+        if let Some(from) = self.take::<String>(&mut smtp, p, "from") {
+            let address = match (from.find('<'), from.rfind('>')) {
+                (Some(a), Some(b)) if a < b && from[b + 1..].trim().is_empty() => &from[a + 1..b],
+                _ => from.as_str(),
+            };
+            if crate::ids::Email::parse(address.trim()).is_err() {
+                self.problem("smtp.from", "must be an email address, or `Name <address>`");
+            } else {
+                s.from = from.trim().to_owned();
+            }
+        } else if s.host.is_some() {
+            self.problem("smtp.from", "is required when smtp.host is set");
+        }
+        s.username = self.take::<String>(&mut smtp, p, "username");
+        s.password = self.take::<String>(&mut smtp, p, "password");
+        if s.username.is_some() != s.password.is_some() {
+            self.problem("smtp.username", "give smtp.username and smtp.password together, or neither");
+        }
+        s.timeout_seconds = self.positive(&mut smtp, p, "timeout_seconds", s.timeout_seconds as usize) as u64;
+        s.connections = self.positive(&mut smtp, p, "connections", s.connections);
+        if s.connections > 64 {
+            self.problem("smtp.connections", "must be at most 64");
+        }
+        self.finish(smtp, p);
+
+        let mut campaigns = self.table(root, "", "campaigns");
+        let p = "campaigns";
+        if let Some(v) = self.take::<i64>(&mut campaigns, p, "frequency_cap") {
+            match u32::try_from(v) {
+                Ok(v) => c.campaigns.frequency_cap = v,
+                Err(_) => self.problem("campaigns.frequency_cap", "must be a count ≥ 0 (0: no cap)"),
+            }
+        }
+        if let Some(v) = self.take::<i64>(&mut campaigns, p, "frequency_window_days") {
+            match v {
+                1..=365 => c.campaigns.frequency_window_days = v as u32,
+                _ => self.problem("campaigns.frequency_window_days", "must be from 1 to 365"),
+            }
+        }
+        if let Some(l) = self.take::<String>(&mut campaigns, p, "default_language") {
+            if l == "fr" || l == "en" {
+                c.campaigns.default_language = l;
+            } else {
+                self.problem("campaigns.default_language", "must be fr or en");
+            }
+        }
+        self.finish(campaigns, p);
+
+        let mut dest = self.table(root, "", "destinations");
+        let p = "destinations";
+        if let Some(v) = self.take::<bool>(&mut dest, p, "allow_private_addresses") {
+            c.destinations.allow_private_addresses = v;
+        }
+        c.destinations.poll_milliseconds = self.positive(&mut dest, p, "poll_milliseconds", c.destinations.poll_milliseconds as usize) as u64;
+        self.finish(dest, p);
     }
 
     /// Names are unique, keys are unique across sources and API keys, and long enough.
@@ -767,6 +938,22 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn activation_settings_are_checked_all_at_once() {
+        let ok = load("[smtp]\nhost = \"smtp.example.fr\"\nfrom = \"Boutique <news@example.fr>\"\ntls = \"tls\"\n[campaigns]\nfrequency_cap = 0\n", Vec::new()).unwrap().config;
+        assert_eq!((ok.smtp.port, ok.smtp.tls, ok.campaigns.frequency_cap), (465, SmtpTls::Tls, 0));
+        assert!(!format!("{:?}", ok.smtp).contains("password: Some"), "the password never prints");
+        let text = "[smtp]\nhost = \"smtp example\"\nport = 70000\ntls = \"ssl\"\nusername = \"u\"\n[campaigns]\nfrequency_window_days = 0\ndefault_language = \"de\"\n[destinations]\nallow_private_addresses = \"maybe\"\n";
+        let e = load(text, Vec::new()).unwrap_err();
+        let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        for p in ["smtp.host", "smtp.port", "smtp.tls", "smtp.username", "campaigns.frequency_window_days", "campaigns.default_language", "destinations.allow_private_addresses"] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
+        }
+        let e = load("[smtp]\nhost = \"smtp.example.fr\"\n", Vec::new()).unwrap_err();
+        assert_eq!(e.problems[0].path, "smtp.from");
+        assert!(load("[smtp]\nhost = \"h\"\nfrom = \"not an address\"\n", Vec::new()).is_err());
     }
 
     #[test]

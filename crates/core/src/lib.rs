@@ -24,4 +24,5 @@ pub mod normalise;
 pub mod privacy;
 pub mod audit;
 pub mod crypto;
+pub mod template;
 pub mod time;

@@ -22,6 +22,8 @@ pub enum ApiError {
     Restricted(String),
     /// An audience rule that does not parse: 422 with the position.
     InvalidRule(confidant_core::audience::RuleError),
+    /// A message template that does not parse: 422 with the field and the position.
+    InvalidTemplate { field: String, error: confidant_core::template::TemplateError },
     PayloadTooLarge(String),
     UnsupportedEncoding(String),
     TooManyRequests { retry_after_seconds: u64 },
@@ -41,6 +43,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid { code, message } => ApiError::Unprocessable { code, message },
             ServiceError::Restricted(m) => ApiError::Restricted(m),
             ServiceError::InvalidRule(e) => ApiError::InvalidRule(e),
+            ServiceError::InvalidTemplate { field, error } => ApiError::InvalidTemplate { field, error },
         }
     }
 }
@@ -71,6 +74,11 @@ impl IntoResponse for ApiError {
                 // The message names a position and the token found, never the whole rule.
                 let body = serde_json::json!({"success": false, "error": "invalid_rule", "message": format!("the rule does not parse: {e}"),
                     "position": {"offset": e.offset, "line": e.line, "column": e.column}});
+                return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response();
+            }
+            ApiError::InvalidTemplate { field, error } => {
+                let body = serde_json::json!({"success": false, "error": "invalid_template", "message": format!("{field}: {error}"),
+                    "field": field, "position": {"offset": error.offset, "line": error.line, "column": error.column}});
                 return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response();
             }
             ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),

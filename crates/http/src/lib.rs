@@ -5,8 +5,10 @@
 //! - `ingest`: the Segment-compatible Tracking API under `/v1`.
 //! - `admin`: the admin and data API under `/api` (profiles).
 //! - `personalisation`: recommendations and audiences.
+//! - `activation`: campaigns, unsubscribe links (`/u/{token}`), destinations, audience exports.
 //! - `privacy`: consent (`/v1/consent`, GPC), the rights desk, audit, register, retention.
 
+mod activation;
 mod admin;
 pub mod error;
 mod ingest;
@@ -33,6 +35,7 @@ pub fn router(app: App) -> Router {
         .merge(admin::routes())
         .merge(privacy::routes())
         .merge(personalisation::routes())
+        .merge(activation::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::NotFound("no such endpoint".into()) })

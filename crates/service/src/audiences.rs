@@ -62,6 +62,20 @@ fn invalid(code: &'static str, message: impl Into<String>) -> ServiceError {
     ServiceError::Invalid { code, message: message.into() }
 }
 
+/// Names of audiences, campaigns and destinations: 1 to 64 characters, lower-case letters,
+/// digits, `-` and `_`, starting with a letter or digit (they appear in URLs and logs).
+pub(crate) fn check_name(name: &str) -> Result<(), ServiceError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid("invalid_name", "a name is 1 to 64 characters: lower-case letters, digits, - and _, starting with a letter or digit"))
+    }
+}
+
 /// Parses a rule at the edge of the service: the error keeps its position.
 pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
     Rule::parse(text)
@@ -70,13 +84,7 @@ pub fn parse_rule(text: &str) -> Result<Rule, RuleError> {
 impl App {
     fn check_audience(&self, input: AudienceInput) -> Result<(AudienceDef, Rule), ServiceError> {
         let name = input.name.trim().to_owned();
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-            && name.as_bytes()[0].is_ascii_alphanumeric();
-        if !valid {
-            return Err(invalid("invalid_name", "an audience name is 1 to 64 characters: lower-case letters, digits, - and _, starting with a letter or digit"));
-        }
+        check_name(&name)?;
         self.check_purpose(&input.purpose)?;
         if input.description.as_ref().is_some_and(|d| d.chars().count() > 500) {
             return Err(invalid("invalid_description", "a description is at most 500 characters"));
@@ -258,7 +266,7 @@ impl App {
 
 /// The facts a rule reads: one value per trait chosen by the survivorship rules, as in the
 /// profile's golden record.
-fn facts_of(s: &SubjectFacts, rules: &confidant_core::identity::SurvivorshipRules) -> Facts {
+pub(crate) fn facts_of(s: &SubjectFacts, rules: &confidant_core::identity::SurvivorshipRules) -> Facts {
     let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, t) in s.traits.iter().enumerate() {
         by_key.entry(t.0.as_str()).or_default().push(i);

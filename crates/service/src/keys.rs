@@ -81,6 +81,11 @@ impl MasterKey {
         self.derive("tombstone")
     }
 
+    /// Signs the unsubscribe links of emails.
+    pub fn unsubscribe_key(&self) -> [u8; 32] {
+        self.derive("unsubscribe")
+    }
+
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -7,6 +7,10 @@
 //! - [`privacy`]: the consent book, consent recording, the rights desk, retention, audit.
 //! - [`analytics`]: orders, RFM, lifetime value, churn and demand forecasts.
 //! - [`audiences`]: purpose-bound audiences over traits, computed traits and events.
+//! - [`campaigns`]: email campaigns and triggered messages, the delivery log, unsubscribe links.
+//! - [`destinations`]: webhooks fed with lawful events, audience changes and rights requests;
+//!   audience exports.
+//! - [`mail`]: the SMTP client (the only module that knows lettre).
 //! - [`recs`]: recommendation models trained on lawful subjects, served per request.
 //! - [`ropa`]: the register of processing, generated from the configuration and live counts.
 //! - [`matching`]: probabilistic matching of profiles, merges and the review queue.
@@ -17,9 +21,12 @@
 
 pub mod analytics;
 pub mod audiences;
+pub mod campaigns;
+pub mod destinations;
 pub mod import;
 pub mod ingest;
 pub mod keys;
+pub mod mail;
 pub mod matching;
 pub mod metrics;
 pub mod privacy;
@@ -60,6 +67,10 @@ pub enum ServiceError {
     /// An audience rule that does not parse, with the position of the error.
     #[error("the rule does not parse: {0}")]
     InvalidRule(confidant_core::audience::RuleError),
+    /// A message template that does not parse (or names an unknown variable), with the field
+    /// (`body.fr`) and the position.
+    #[error("{field}: {error}")]
+    InvalidTemplate { field: String, error: confidant_core::template::TemplateError },
 }
 
 impl From<StoreError> for ServiceError {
@@ -135,6 +146,8 @@ struct AppInner {
     policy: Arc<confidant_core::privacy::Policy>,
     book: privacy::ConsentBook,
     tombstone_key: [u8; 32],
+    unsubscribe_key: [u8; 32],
+    destinations: destinations::DestinationState,
     /// Random, per process: makes the placeholders of values to encrypt unguessable.
     placeholder_token: String,
     recs: recs::RecState,
@@ -176,6 +189,8 @@ impl App {
                 policy,
                 book: privacy::ConsentBook::default(),
                 tombstone_key: master_key.tombstone_key(),
+                unsubscribe_key: master_key.unsubscribe_key(),
+                destinations: destinations::DestinationState::default(),
                 placeholder_token: hex::encode(rand::random::<[u8; 16]>()),
                 recs: recs::RecState::default(),
                 audiences: audiences::AudienceState::default(),
@@ -195,6 +210,22 @@ impl App {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub(crate) fn book(&self) -> &privacy::ConsentBook {
+        &self.inner.book
+    }
+
+    pub(crate) fn tombstone_key(&self) -> [u8; 32] {
+        self.inner.tombstone_key
+    }
+
+    pub(crate) fn unsubscribe_key(&self) -> [u8; 32] {
+        self.inner.unsubscribe_key
+    }
+
+    pub(crate) fn destination_state(&self) -> &destinations::DestinationState {
+        &self.inner.destinations
     }
 
     pub fn metrics(&self) -> &metrics::Metrics {

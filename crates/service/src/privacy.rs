@@ -500,7 +500,9 @@ impl App {
                         .await?;
                 }
                 let keys: Vec<&String> = changes.keys().collect();
-                let done = finish("completed", json!({"traits": keys}), "dsr.rectification.completed".into()).await?;
+                // Art. 19: every destination that received the data is told of the correction.
+                let forwarded = self.forward_rights(subject.id, request.id, "rectification", self.subject_ref(&req.identifier), json!({"changes": changes})).await?;
+                let done = finish("completed", json!({"traits": keys, "forwarded": forwarded}), "dsr.rectification.completed".into()).await?;
                 Ok(DsrOutcome { request: done, message: "Rectified.".into(), export: None, erasure: None })
             }
             DsrAction::Restrict { lift } => {
@@ -515,7 +517,8 @@ impl App {
                     return Err(ServiceError::Conflict(if lift { "the subject is not restricted".into() } else { "the subject is already restricted".into() }));
                 }
                 self.refresh_audiences_for(subject.id, "restriction").await?;
-                let done = finish("completed", json!({"lifted": lift}), "dsr.restriction.completed".into()).await?;
+                let forwarded = self.forward_rights(subject.id, request.id, "restriction", self.subject_ref(&req.identifier), json!({"lifted": lift})).await?;
+                let done = finish("completed", json!({"lifted": lift, "forwarded": forwarded}), "dsr.restriction.completed".into()).await?;
                 Ok(DsrOutcome { request: done, message: if lift { "Restriction lifted." } else { "Processing restricted." }.into(), export: None, erasure: None })
             }
             DsrAction::Object { purposes, advertising_categories } => {
@@ -528,7 +531,15 @@ impl App {
                     ..Default::default()
                 };
                 let answer = self.record_consent(None, consent, &actor).await?;
-                let done = finish("completed", json!({"purposes": purposes, "advertising_categories": advertising_categories, "receipts": answer.receipts.len()}), "dsr.objection.completed".into()).await?;
+                let forwarded = self
+                    .forward_rights(subject.id, request.id, "objection", self.subject_ref(&req.identifier), json!({"purposes": purposes, "advertising_categories": advertising_categories}))
+                    .await?;
+                let done = finish(
+                    "completed",
+                    json!({"purposes": purposes, "advertising_categories": advertising_categories, "receipts": answer.receipts.len(), "forwarded": forwarded}),
+                    "dsr.objection.completed".into(),
+                )
+                .await?;
                 Ok(DsrOutcome { request: done, message: "Objection recorded; it applies at once.".into(), export: None, erasure: None })
             }
         }

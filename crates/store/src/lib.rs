@@ -8,6 +8,7 @@
 //! clients never see "database is locked" and throughput grows with load. Readers use a small
 //! pool of read-only connections, which WAL lets run beside the writer.
 
+pub mod activation;
 pub mod audiences;
 pub mod privacy;
 mod sqlite;
@@ -254,6 +255,120 @@ impl Store {
     /// Stops the writer after it has committed everything queued, and checkpoints the WAL.
     pub async fn close(&self) -> Result<()> {
         self.backend.close().await
+    }
+
+    // ------------------------------------------------------------------ activation
+    pub async fn campaign_get(&self, name: String) -> Result<Option<activation::CampaignView>> {
+        self.backend.campaign_get(name).await
+    }
+    pub async fn campaign_list(&self) -> Result<Vec<activation::CampaignView>> {
+        self.backend.campaign_list().await
+    }
+    /// Creates a campaign; `Conflict` when the name is taken. A trigger starts after the last
+    /// event stored.
+    pub async fn campaign_create(&self, def: activation::CampaignDef, actor: String) -> Result<activation::CampaignView> {
+        self.backend.campaign_create(def, actor).await
+    }
+    pub async fn campaign_status(&self, id: i64, status: &'static str) -> Result<()> {
+        self.backend.campaign_status(id, status).await
+    }
+    pub async fn campaign_cursor(&self, id: i64, cursor: i64) -> Result<()> {
+        self.backend.campaign_cursor(id, cursor).await
+    }
+    pub async fn campaign_delete(&self, name: String) -> Result<()> {
+        self.backend.campaign_delete(name).await
+    }
+    /// (profile, occurrence) → status of the campaign's deliveries to these subjects.
+    pub async fn delivery_states(&self, campaign: i64, profiles: Vec<ProfileId>) -> Result<std::collections::HashMap<(i64, String), String>> {
+        self.backend.delivery_states(campaign, profiles).await
+    }
+    /// Durably claims deliveries before they are attempted; those already sent are left out.
+    pub async fn deliveries_claim(&self, campaign: i64, wanted: Vec<(ProfileId, String, Vec<u8>)>) -> Result<Vec<activation::DeliveryClaim>> {
+        self.backend.deliveries_claim(campaign, wanted).await
+    }
+    pub async fn deliveries_suppress(&self, campaign: i64, rows: Vec<(ProfileId, String, String)>) -> Result<u64> {
+        self.backend.deliveries_suppress(campaign, rows).await
+    }
+    pub async fn delivery_finish(&self, id: i64, status: &'static str, reason: Option<String>) -> Result<()> {
+        self.backend.delivery_finish(id, status, reason).await
+    }
+    /// Marketing messages sent to each subject since a time (for frequency caps).
+    pub async fn sent_since(&self, profiles: Vec<ProfileId>, since: Millis) -> Result<std::collections::HashMap<ProfileId, u32>> {
+        self.backend.sent_since(profiles, since).await
+    }
+    pub async fn deliveries(&self, campaign: i64, status: Option<String>, after: i64, limit: usize) -> Result<Vec<activation::DeliveryView>> {
+        self.backend.deliveries(campaign, status, after, limit).await
+    }
+    pub async fn delivery_counts(&self, campaign: i64) -> Result<Vec<(String, Option<String>, i64)>> {
+        self.backend.delivery_counts(campaign).await
+    }
+    pub async fn token_target(&self, token: Vec<u8>) -> Result<Option<activation::TokenTarget>> {
+        self.backend.token_target(token).await
+    }
+    /// Marks an unsubscribe link used; false when it was used before.
+    pub async fn token_used(&self, delivery: i64) -> Result<bool> {
+        self.backend.token_used(delivery).await
+    }
+    /// A trigger's due occurrences after `cursor`, and the cursor to keep.
+    pub async fn trigger_due(&self, event: String, unless: String, within: i64, cursor: i64, due: Millis, limit: usize) -> Result<(Vec<activation::TriggerOccurrence>, i64)> {
+        self.backend.trigger_due(event, unless, within, cursor, due, limit).await
+    }
+    pub async fn destination_get(&self, name: String) -> Result<Option<activation::DestinationView>> {
+        self.backend.destination_get(name).await
+    }
+    pub async fn destination_list(&self) -> Result<Vec<activation::DestinationView>> {
+        self.backend.destination_list().await
+    }
+    pub async fn destination_create(&self, def: activation::DestinationDef, actor: String) -> Result<activation::DestinationView> {
+        self.backend.destination_create(def, actor).await
+    }
+    pub async fn destination_enable(&self, name: String, enabled: bool) -> Result<activation::DestinationView> {
+        self.backend.destination_enable(name, enabled).await
+    }
+    /// Deletes a destination; refused while rights requests to it are undelivered.
+    pub async fn destination_delete(&self, name: String) -> Result<()> {
+        self.backend.destination_delete(name).await
+    }
+    /// Stored events after a sequence number, with their live profile, bodies decrypted.
+    pub async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<activation::ForwardEvent>> {
+        self.backend.events_after(after, limit).await
+    }
+    /// The last event and audience-history sequence numbers.
+    pub async fn max_seqs(&self) -> Result<(i64, i64)> {
+        self.backend.max_seqs().await
+    }
+    pub async fn audience_changes_after(&self, after: i64, limit: usize) -> Result<Vec<activation::AudienceChange>> {
+        self.backend.audience_changes_after(after, limit).await
+    }
+    /// Moves a destination's cursors and records the subjects it received data about.
+    pub async fn destination_advance(&self, id: i64, events: Option<i64>, audiences: Option<i64>, subjects: Vec<ProfileId>) -> Result<()> {
+        self.backend.destination_advance(id, events, audiences, subjects).await
+    }
+    pub async fn dead_add(&self, destination: i64, rows: Vec<activation::DeadLetter>) -> Result<()> {
+        self.backend.dead_add(destination, rows).await
+    }
+    pub async fn dead_list(&self, destination: i64, limit: usize) -> Result<Vec<activation::DeadLetter>> {
+        self.backend.dead_list(destination, limit).await
+    }
+    pub async fn dead_delete(&self, ids: Vec<i64>) -> Result<u64> {
+        self.backend.dead_delete(ids).await
+    }
+    /// Queues a rights request to every destination that received the subject's data.
+    pub async fn rights_enqueue(&self, r: activation::RightsToForward) -> Result<u64> {
+        self.backend.rights_enqueue(r).await
+    }
+    pub async fn rights_due(&self, now: Millis, limit: usize) -> Result<Vec<activation::RightsForward>> {
+        self.backend.rights_due(now, limit).await
+    }
+    pub async fn rights_list(&self, dsr: Option<i64>, destination: Option<String>, limit: usize) -> Result<Vec<activation::RightsForward>> {
+        self.backend.rights_list(dsr, destination, limit).await
+    }
+    /// Records an attempt to forward: "delivered", "retry" (at `next_at`) or "dead".
+    pub async fn rights_attempt(&self, id: i64, outcome: &'static str, response: Option<i64>, error: Option<String>, next_at: Millis) -> Result<()> {
+        self.backend.rights_attempt(id, outcome, response, error, next_at).await
+    }
+    pub async fn rights_replay(&self, destination: i64) -> Result<u64> {
+        self.backend.rights_replay(destination).await
     }
 }
 

@@ -223,6 +223,10 @@ pub struct ErasureReport {
     pub quarantined_rows: u64,
     /// Audience memberships and their history.
     pub audience_rows: u64,
+    /// Delivery log rows, dead letters and destination records.
+    pub activation_rows: u64,
+    /// Destinations the erasure was forwarded to.
+    pub forwarded: u64,
     #[serde(skip)]
     pub identifiers: Vec<Identifier>,
 }

@@ -29,6 +29,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
         data_dir = "{}"
         [server]
         listen = "127.0.0.1:0"
+        public_url = "https://shop.example"
         [[sources]]
         name = "web"
         write_key = "{WRITE_KEY}"
@@ -112,6 +113,64 @@ impl TestApp {
         assert_eq!(v["profiles"].as_array().unwrap().len(), 1, "{q}: {v}");
         v["profiles"][0].clone()
     }
+}
+
+/// A real SMTP server process on loopback (aiosmtpd, `tests/smtp/sink.py`) that stores every
+/// message it accepts as a file.
+pub struct SmtpSink {
+    pub port: u16,
+    pub dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl SmtpSink {
+    pub fn start(dir: &std::path::Path, args: &[&str]) -> SmtpSink {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/smtp/sink.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(dir)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the SMTP sink");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("the SMTP sink did not start (pip install -r tests/smtp/requirements.txt): {line:?}"));
+        SmtpSink { port, dir: dir.to_owned(), child }
+    }
+
+    /// The messages received so far, as text, in order.
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<_> = std::fs::read_dir(&self.dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect()).unwrap_or_default();
+        files.sort();
+        files.iter().map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned()).collect()
+    }
+
+    /// The envelope recipient of each message.
+    pub fn recipients(&self) -> Vec<String> {
+        self.messages().iter().map(|m| m.lines().next().unwrap_or("").trim_start_matches("X-Envelope-To: ").to_owned()).collect()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The value of a header in a raw message (unfolded).
+pub fn header(message: &str, name: &str) -> Option<String> {
+    let unfolded = message.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
 }
 
 impl TestApp {

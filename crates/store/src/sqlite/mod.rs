@@ -1,5 +1,6 @@
 //! The SQLite backend: one writer thread (group commit), a pool of read connections.
 
+mod activation;
 mod audiences;
 mod crypt;
 mod privacy;
@@ -31,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_computed_traits.sql"),
     include_str!("../../migrations/sqlite/0007_audiences.sql"),
     include_str!("../../migrations/sqlite/0008_stock.sql"),
+    include_str!("../../migrations/sqlite/0009_activation.sql"),
 ];
 
 /// The members of the tree rooted at `?1`: the root and every profile merged into it,
@@ -613,6 +615,111 @@ impl Sqlite {
             Ok(rows)
         })
         .await
+    }
+
+    // ------------------------------------------------------------------ activation
+    pub(crate) async fn campaign_get(&self, name: String) -> Result<Option<crate::activation::CampaignView>> {
+        self.read(move |c| activation::campaign_get(c, &name)).await
+    }
+    pub(crate) async fn campaign_list(&self) -> Result<Vec<crate::activation::CampaignView>> {
+        self.read(activation::campaign_list).await
+    }
+    pub(crate) async fn campaign_create(&self, def: crate::activation::CampaignDef, actor: String) -> Result<crate::activation::CampaignView> {
+        self.exec(ExecFlags::default(), move |c, _| activation::campaign_create(c, &def, &actor, now_millis())).await
+    }
+    pub(crate) async fn campaign_status(&self, id: i64, status: &'static str) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| activation::campaign_status(c, id, status, now_millis())).await
+    }
+    pub(crate) async fn campaign_cursor(&self, id: i64, cursor: i64) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| activation::campaign_cursor(c, id, cursor)).await
+    }
+    pub(crate) async fn campaign_delete(&self, name: String) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| activation::campaign_delete(c, &name)).await
+    }
+    pub(crate) async fn delivery_states(&self, campaign: i64, profiles: Vec<ProfileId>) -> Result<std::collections::HashMap<(i64, String), String>> {
+        self.read(move |c| activation::delivery_states(c, campaign, &profiles)).await
+    }
+    pub(crate) async fn deliveries_claim(&self, campaign: i64, wanted: Vec<(ProfileId, String, Vec<u8>)>) -> Result<Vec<crate::activation::DeliveryClaim>> {
+        self.exec(ExecFlags::default(), move |c, _| activation::deliveries_claim(c, campaign, &wanted, now_millis())).await
+    }
+    pub(crate) async fn deliveries_suppress(&self, campaign: i64, rows: Vec<(ProfileId, String, String)>) -> Result<u64> {
+        self.exec(ExecFlags::default(), move |c, _| activation::deliveries_suppress(c, campaign, &rows, now_millis())).await
+    }
+    pub(crate) async fn delivery_finish(&self, id: i64, status: &'static str, reason: Option<String>) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| activation::delivery_finish(c, id, status, reason.as_deref(), now_millis())).await
+    }
+    pub(crate) async fn sent_since(&self, profiles: Vec<ProfileId>, since: i64) -> Result<std::collections::HashMap<ProfileId, u32>> {
+        self.read(move |c| activation::sent_since(c, &profiles, since)).await
+    }
+    pub(crate) async fn deliveries(&self, campaign: i64, status: Option<String>, after: i64, limit: usize) -> Result<Vec<crate::activation::DeliveryView>> {
+        self.read(move |c| activation::deliveries(c, campaign, status.as_deref(), after, limit)).await
+    }
+    pub(crate) async fn delivery_counts(&self, campaign: i64) -> Result<Vec<(String, Option<String>, i64)>> {
+        self.read(move |c| activation::delivery_counts(c, campaign)).await
+    }
+    pub(crate) async fn token_target(&self, token: Vec<u8>) -> Result<Option<crate::activation::TokenTarget>> {
+        self.read(move |c| activation::token_target(c, &token)).await
+    }
+    pub(crate) async fn token_used(&self, delivery: i64) -> Result<bool> {
+        self.exec(ExecFlags::default(), move |c, _| activation::token_used(c, delivery, now_millis())).await
+    }
+    pub(crate) async fn trigger_due(&self, event: String, unless: String, within: i64, cursor: i64, due: i64, limit: usize) -> Result<(Vec<crate::activation::TriggerOccurrence>, i64)> {
+        self.read(move |c| activation::trigger_due(c, &event, &unless, within, cursor, due, limit)).await
+    }
+    pub(crate) async fn destination_get(&self, name: String) -> Result<Option<crate::activation::DestinationView>> {
+        self.read(move |c| activation::destination_get(c, &name)).await
+    }
+    pub(crate) async fn destination_list(&self) -> Result<Vec<crate::activation::DestinationView>> {
+        self.read(activation::destination_list).await
+    }
+    pub(crate) async fn destination_create(&self, def: crate::activation::DestinationDef, actor: String) -> Result<crate::activation::DestinationView> {
+        self.exec(ExecFlags::default(), move |c, _| activation::destination_create(c, &def, &actor, now_millis())).await
+    }
+    pub(crate) async fn destination_enable(&self, name: String, enabled: bool) -> Result<crate::activation::DestinationView> {
+        self.exec(ExecFlags::default(), move |c, _| activation::destination_enable(c, &name, enabled)).await
+    }
+    pub(crate) async fn destination_delete(&self, name: String) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| activation::destination_delete(c, &name)).await
+    }
+    pub(crate) async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<crate::activation::ForwardEvent>> {
+        let master = self.inner.master_key;
+        self.read(move |c| activation::events_after(c, &master, after, limit)).await
+    }
+    pub(crate) async fn max_seqs(&self) -> Result<(i64, i64)> {
+        self.read(|c| Ok((activation::max_event_seq(c)?, activation::max_audience_seq(c)?))).await
+    }
+    pub(crate) async fn audience_changes_after(&self, after: i64, limit: usize) -> Result<Vec<crate::activation::AudienceChange>> {
+        self.read(move |c| activation::audience_changes_after(c, after, limit)).await
+    }
+    pub(crate) async fn destination_advance(&self, id: i64, events: Option<i64>, audiences: Option<i64>, subjects: Vec<ProfileId>) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| activation::destination_advance(c, id, events, audiences, &subjects, now_millis())).await
+    }
+    pub(crate) async fn dead_add(&self, destination: i64, rows: Vec<crate::activation::DeadLetter>) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| activation::dead_add(c, destination, &rows)).await
+    }
+    pub(crate) async fn dead_list(&self, destination: i64, limit: usize) -> Result<Vec<crate::activation::DeadLetter>> {
+        self.read(move |c| activation::dead_list(c, destination, limit)).await
+    }
+    pub(crate) async fn dead_delete(&self, ids: Vec<i64>) -> Result<u64> {
+        self.exec(ExecFlags::default(), move |c, _| activation::dead_delete(c, &ids)).await
+    }
+    pub(crate) async fn rights_enqueue(&self, r: crate::activation::RightsToForward) -> Result<u64> {
+        self.exec(ExecFlags::default(), move |c, _| activation::rights_enqueue(c, &r, now_millis())).await
+    }
+    pub(crate) async fn rights_due(&self, now: i64, limit: usize) -> Result<Vec<crate::activation::RightsForward>> {
+        self.read(move |c| activation::rights_due(c, now, limit)).await
+    }
+    pub(crate) async fn rights_list(&self, dsr: Option<i64>, destination: Option<String>, limit: usize) -> Result<Vec<crate::activation::RightsForward>> {
+        self.read(move |c| activation::rights_list(c, dsr, destination.as_deref(), limit)).await
+    }
+    pub(crate) async fn rights_attempt(&self, id: i64, outcome: &'static str, response: Option<i64>, error: Option<String>, next_at: i64) -> Result<()> {
+        // A delivered request's payload (identifiers of an erased subject) is cleared; the WAL
+        // is truncated after the commit so that no older page image keeps it.
+        let flags = ExecFlags { truncate_wal: outcome == "delivered", ..ExecFlags::default() };
+        self.exec(flags, move |c, _| activation::rights_attempt(c, id, outcome, response, error.as_deref(), next_at, now_millis())).await
+    }
+    pub(crate) async fn rights_replay(&self, destination: i64) -> Result<u64> {
+        self.exec(ExecFlags::default(), move |c, _| activation::rights_replay(c, destination, now_millis())).await
     }
 
     pub(crate) async fn receipts(&self, id: ProfileId) -> Result<Vec<ReceiptView>> {

@@ -452,6 +452,16 @@ pub(super) fn erase(conn: &Connection, req: &ErasureRequest, now: i64) -> Result
     report.identifiers =
         stmt.query_map([root], |r| Ok(Identifier::new(kind_of(r.get(0)?), r.get::<_, String>(1)?)))?.collect::<std::result::Result<_, _>>()?;
     let run = |sql: &str| -> Result<u64> { Ok(conn.prepare_cached(&format!("{MEMBERS} {sql}"))?.execute([root])? as u64) };
+    // Every destination that received the subject's data is told (Art. 17(2)), in the same
+    // transaction: the request carries the identifiers it needs until it is delivered.
+    let subject_ref = match report.identifiers.first() {
+        Some(id) if req.tombstone_key != [0; 32] => hex::encode(audit::identifier_hash(&req.tombstone_key, id.kind, &id.value)),
+        _ => format!("profile:{}", ProfileId(root)),
+    };
+    let ids: Vec<Value> = report.identifiers.iter().map(|i| serde_json::json!({"type": i.kind.as_str(), "value": i.value})).collect();
+    let payload = serde_json::json!({"type": "erasure", "identifiers": ids, "request": req.dsr});
+    report.forwarded = super::activation::rights_enqueue_root(conn, root, req.dsr, "erasure", &subject_ref, &payload, now)?;
+    report.activation_rows = super::activation::erase_subject(conn, root)?;
     // The keys first: whatever else may survive somewhere (a backup) cannot be decrypted.
     report.keys_destroyed = run("DELETE FROM subject_keys WHERE profile_id IN m")?;
     report.events = run("DELETE FROM events WHERE profile_id IN m")?;
