@@ -519,7 +519,19 @@ impl App {
         }
     }
 
+    /// Whether an identifier of this kind may go to a destination covering these categories.
+    fn identifier_shared(&self, covered: &HashSet<String>, kind: IdKind) -> bool {
+        let plan = &self.policy().config().plan;
+        match kind {
+            IdKind::UserId => true,
+            IdKind::Email => plan.traits.get("email").is_some_and(|c| covered.contains(c)),
+            IdKind::Phone => plan.traits.get("phone").is_some_and(|c| covered.contains(c)),
+            IdKind::AnonymousId => false,
+        }
+    }
+
     async fn deliver_audience_changes(&self, d: &DestinationView, report: &mut PassReport) -> Result<(), ServiceError> {
+        let covered = self.covered(d);
         let mut cursor = d.audience_cursor;
         loop {
             let batch = self.store().audience_changes_after(cursor, BATCH).await?;
@@ -539,8 +551,10 @@ impl App {
                     done = c.seq;
                     continue;
                 }
+                // The shop's user id always; the email and phone only where the destination's
+                // purposes cover their categories (minimisation, as for event traits).
                 let ids = match self.profile(c.profile).await {
-                    Ok(p) => p.identities.iter().filter(|i| matches!(i.kind, IdKind::UserId | IdKind::Email)).map(|i| json!({"type": i.kind.as_str(), "value": i.value})).collect(),
+                    Ok(p) => p.identities.iter().filter(|i| self.identifier_shared(&covered, i.kind)).map(|i| json!({"type": i.kind.as_str(), "value": i.value})).collect(),
                     Err(_) => Vec::new(),
                 };
                 let payload = json!({"type": "audience", "destination": d.name, "audience": c.audience, "purposes": [c.purpose], "change": c.change,
