@@ -448,6 +448,27 @@ impl App {
         let limit = Arc::new(tokio::sync::Semaphore::new(self.config().smtp.connections));
         let give_up = (self.config().smtp.connections as u32 * 2).max(4);
         let mut tasks = tokio::task::JoinSet::new();
+        // Outcomes are committed in groups by one recorder, off the connections' path: the
+        // claim, durable before any message leaves, is what keeps a resumed run from sending
+        // twice; an outcome still unrecorded at a crash leaves its row `sending`, sent again
+        // on resume under the same Message-ID.
+        let (outcomes_tx, mut outcomes_rx) = tokio::sync::mpsc::unbounded_channel::<(i64, &'static str, Option<String>)>();
+        let recorder = {
+            let app = self.clone();
+            tokio::spawn(async move {
+                while let Some(first) = outcomes_rx.recv().await {
+                    let mut group = vec![first];
+                    while group.len() < 1024 {
+                        match outcomes_rx.try_recv() {
+                            Ok(o) => group.push(o),
+                            Err(_) => break,
+                        }
+                    }
+                    app.store().deliveries_finish(group).await?;
+                }
+                Ok::<(), ServiceError>(())
+            })
+        };
         for claim in claims {
             let email = emails.get(&(claim.profile, claim.occurrence.clone())).cloned().expect("claimed from this list");
             let lang = traits
@@ -480,38 +501,44 @@ impl App {
                 unsubscribe_url: Some(url.clone()),
             };
             let permit = limit.clone().acquire_owned().await.map_err(|_| invalid("internal", "the send limiter closed"))?;
-            let (app, mailer) = (self.clone(), mailer.clone());
+            let mailer = mailer.clone();
             let (sent, failed, consecutive, stop) = (sent.clone(), failed.clone(), consecutive.clone(), stop.clone());
+            let outcomes = outcomes_tx.clone();
             tasks.spawn(async move {
                 let _permit = permit;
                 let DeliveryClaim { id, .. } = claim;
-                if stop.load(Ordering::Relaxed) {
+                let outcome = if stop.load(Ordering::Relaxed) {
                     failed.fetch_add(1, Ordering::Relaxed);
-                    return app.store().delivery_finish(id, "failed", Some("not_attempted".into())).await;
-                }
-                match mailer.send(&out).await {
-                    Ok(()) => {
-                        consecutive.store(0, Ordering::Relaxed);
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        app.store().delivery_finish(id, "sent", None).await
-                    }
-                    Err(f) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        if matches!(f, SendFailure::Transient(_)) && consecutive.fetch_add(1, Ordering::Relaxed) + 1 >= give_up {
-                            stop.store(true, Ordering::Relaxed);
+                    (id, "failed", Some("not_attempted".to_owned()))
+                } else {
+                    match mailer.send(&out).await {
+                        Ok(()) => {
+                            consecutive.store(0, Ordering::Relaxed);
+                            sent.fetch_add(1, Ordering::Relaxed);
+                            (id, "sent", None)
                         }
-                        app.store().delivery_finish(id, "failed", Some(f.code())).await
+                        Err(f) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            if matches!(f, SendFailure::Transient(_)) && consecutive.fetch_add(1, Ordering::Relaxed) + 1 >= give_up {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                            (id, "failed", Some(f.code()))
+                        }
                     }
-                }
+                };
+                // The recorder's end is only dropped once every sender is done.
+                let _ = outcomes.send(outcome);
             });
             // Reap finished tasks as we go, so that memory stays flat on large audiences.
             while let Some(done) = tasks.try_join_next() {
-                done.map_err(|_| invalid("internal", "a send task failed"))??;
+                done.map_err(|_| invalid("internal", "a send task failed"))?;
             }
         }
         while let Some(done) = tasks.join_next().await {
-            done.map_err(|_| invalid("internal", "a send task failed"))??;
+            done.map_err(|_| invalid("internal", "a send task failed"))?;
         }
+        drop(outcomes_tx);
+        recorder.await.map_err(|_| invalid("internal", "the delivery recorder failed"))??;
         report.sent += sent.load(Ordering::Relaxed);
         report.failed += failed.load(Ordering::Relaxed);
         Ok(stop.load(Ordering::Relaxed))

@@ -289,8 +289,8 @@ impl Store {
     pub async fn deliveries_suppress(&self, campaign: i64, rows: Vec<(ProfileId, String, String)>) -> Result<u64> {
         self.backend.deliveries_suppress(campaign, rows).await
     }
-    pub async fn delivery_finish(&self, id: i64, status: &'static str, reason: Option<String>) -> Result<()> {
-        self.backend.delivery_finish(id, status, reason).await
+    pub async fn deliveries_finish(&self, outcomes: Vec<(i64, &'static str, Option<String>)>) -> Result<()> {
+        self.backend.deliveries_finish(outcomes).await
     }
     /// Marketing messages sent to each subject since a time (for frequency caps).
     pub async fn sent_since(&self, profiles: Vec<ProfileId>, since: Millis) -> Result<std::collections::HashMap<ProfileId, u32>> {

@@ -161,8 +161,11 @@ pub(super) fn deliveries_suppress(conn: &Connection, campaign: i64, rows: &[(Pro
     Ok(n)
 }
 
-pub(super) fn delivery_finish(conn: &Connection, id: i64, status: &str, reason: Option<&str>, now: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE deliveries SET status = ?2, reason = ?3, at = ?4 WHERE id = ?1")?.execute(params![id, status, reason, now])?;
+pub(super) fn deliveries_finish(conn: &Connection, outcomes: &[(i64, &'static str, Option<String>)], now: i64) -> Result<()> {
+    let mut stmt = conn.prepare_cached("UPDATE deliveries SET status = ?2, reason = ?3, at = ?4 WHERE id = ?1")?;
+    for (id, status, reason) in outcomes {
+        stmt.execute(params![id, status, reason, now])?;
+    }
     Ok(())
 }
 

@@ -645,8 +645,8 @@ impl Sqlite {
     pub(crate) async fn deliveries_suppress(&self, campaign: i64, rows: Vec<(ProfileId, String, String)>) -> Result<u64> {
         self.exec(ExecFlags::default(), move |c, _| activation::deliveries_suppress(c, campaign, &rows, now_millis())).await
     }
-    pub(crate) async fn delivery_finish(&self, id: i64, status: &'static str, reason: Option<String>) -> Result<()> {
-        self.exec(ExecFlags::default(), move |c, _| activation::delivery_finish(c, id, status, reason.as_deref(), now_millis())).await
+    pub(crate) async fn deliveries_finish(&self, outcomes: Vec<(i64, &'static str, Option<String>)>) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| activation::deliveries_finish(c, &outcomes, now_millis())).await
     }
     pub(crate) async fn sent_since(&self, profiles: Vec<ProfileId>, since: i64) -> Result<std::collections::HashMap<ProfileId, u32>> {
         self.read(move |c| activation::sent_since(c, &profiles, since)).await
