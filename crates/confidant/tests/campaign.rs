@@ -64,23 +64,10 @@ async fn the_command_line_sends_a_campaign_once_to_those_who_consented() {
     let client = reqwest::Client::new();
     for (i, consents) in [true, true, true, false].into_iter().enumerate() {
         let user = format!("cli-{i}");
-        let r = client
-            .post(format!("{}/v1/identify", server.base))
-            .basic_auth(common::WRITE_KEY, Some(""))
-            .json(&json!({"userId": user, "traits": {"email": format!("{user}@example.fr"), "firstName": format!("N{i}")}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let identify = json!({"userId": user, "traits": {"email": format!("{user}@example.fr"), "firstName": format!("N{i}")}});
+        common::send(&client, &server.base, "/v1/identify", identify).await;
         if consents {
-            let r = client
-                .post(format!("{}/v1/consent", server.base))
-                .basic_auth(common::WRITE_KEY, Some(""))
-                .json(&json!({"userId": user, "purposes": {"marketing.communications.email": true}}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
+            common::send(&client, &server.base, "/v1/consent", json!({"userId": user, "purposes": {"marketing.communications.email": true}})).await;
         }
     }
     let body = dir.path().join("body.txt");

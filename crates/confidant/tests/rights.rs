@@ -23,16 +23,11 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-async fn send(client: &reqwest::Client, base: &str, path: &str, body: Value) {
-    let r = client.post(format!("{base}{path}")).basic_auth(common::WRITE_KEY, Some("")).json(&body).send().await.unwrap();
-    assert_eq!(r.status(), 200, "{path} {body}");
-}
-
 async fn person(client: &reqwest::Client, base: &str, who: &str, phone: &str) {
     let user = format!("{who}-uid-90210");
-    send(client, base, "/v1/page", json!({"anonymousId": format!("anon-{who}-4242"), "name": "Accueil", "properties": {"path": "/"}})).await;
-    send(client, base, "/v1/track", json!({"userId": user, "event": "Product Viewed", "properties": {"product_id": "SKU-1"}})).await;
-    send(
+    common::send(client, base, "/v1/page", json!({"anonymousId": format!("anon-{who}-4242"), "name": "Accueil", "properties": {"path": "/"}})).await;
+    common::send(client, base, "/v1/track", json!({"userId": user, "event": "Product Viewed", "properties": {"product_id": "SKU-1"}})).await;
+    common::send(
         client,
         base,
         "/v1/identify",
@@ -40,15 +35,8 @@ async fn person(client: &reqwest::Client, base: &str, who: &str, phone: &str) {
                "traits": {"email": format!("{who}@example.fr"), "phone": phone, "firstName": format!("Prénom-{who}"), "lastName": format!("Nom-{who}")}}),
     )
     .await;
-    send(client, base, "/v1/track", json!({"userId": user, "event": "Order Completed", "properties": {"order_id": format!("{who}-o1"), "revenue": 10}})).await;
-    let r = client
-        .post(format!("{base}/v1/consent"))
-        .basic_auth(common::WRITE_KEY, Some(""))
-        .json(&json!({"userId": user, "purposes": {"marketing.communications.email": true}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    common::send(client, base, "/v1/track", json!({"userId": user, "event": "Order Completed", "properties": {"order_id": format!("{who}-o1"), "revenue": 10}})).await;
+    common::send(client, base, "/v1/consent", json!({"userId": user, "purposes": {"marketing.communications.email": true}})).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +91,7 @@ async fn erasure_from_the_command_line_while_the_server_runs_leaves_nothing_on_d
     // The running server noticed: Zoé's old profile is gone, new data makes a new one.
     let r: Value = client.get(format!("{}/api/profiles?user_id=zoe-uid-90210", server.base)).bearer_auth(common::ADMIN_KEY).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["profiles"].as_array().unwrap().len(), 0, "{r}");
-    send(&client, &server.base, "/v1/track", json!({"userId": "zoe-uid-90210", "event": "Product Viewed", "properties": {"product_id": "SKU-2"}})).await;
+    common::send(&client, &server.base, "/v1/track", json!({"userId": "zoe-uid-90210", "event": "Product Viewed", "properties": {"product_id": "SKU-2"}})).await;
     let r: Value = client.get(format!("{}/api/profiles?user_id=zoe-uid-90210", server.base)).bearer_auth(common::ADMIN_KEY).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["profiles"][0]["event_count"], 1, "{r}");
 

@@ -62,3 +62,9 @@ pub fn serve(config: &Path) -> Running {
     let base = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the server says where it listens");
     Running { child, base }
 }
+
+/// Posts a message to the tracking API with the write key; it must be accepted.
+pub async fn send(client: &reqwest::Client, base: &str, path: &str, body: serde_json::Value) {
+    let r = client.post(format!("{base}{path}")).basic_auth(WRITE_KEY, Some("")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path} {body}");
+}
