@@ -28,6 +28,10 @@ pub enum Role {
     Admin,
     /// The data protection officer.
     Dpo,
+    /// The data subject, acting on their own data through the privacy centre: never the role
+    /// of a key or an account.
+    #[serde(skip)]
+    Subject,
 }
 
 impl Role {
@@ -38,6 +42,7 @@ impl Role {
             Role::Marketer => "marketer",
             Role::Admin => "admin",
             Role::Dpo => "dpo",
+            Role::Subject => "subject",
         }
     }
 }
@@ -61,6 +66,25 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub campaigns: CampaignsConfig,
     pub destinations: DestinationsConfig,
+    pub privacy_centre: PrivacyCentreConfig,
+}
+
+/// `[privacy_centre]`: the customers' own pages at `/privacy`, signed in with a one-time code
+/// sent by email through `[smtp]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrivacyCentreConfig {
+    /// Minutes a sign-in code stays valid. Default 10.
+    pub code_minutes: u32,
+    /// Wrong tries before a code is burnt. Default 5.
+    pub code_attempts: u32,
+    /// Codes one person may be sent per window. Default 3.
+    pub codes_per_window: u32,
+    /// Code requests one IP address may make per window, known address or not. Default 10.
+    pub requests_per_ip: u32,
+    /// The window of both limits, in minutes. Default 15.
+    pub window_minutes: u32,
+    /// Minutes a signed-in session lasts. Default 30.
+    pub session_minutes: u32,
 }
 
 /// How the SMTP connection is secured.
@@ -341,6 +365,7 @@ impl Default for Config {
             },
             campaigns: CampaignsConfig { frequency_cap: 3, frequency_window_days: 7, default_language: "fr".into() },
             destinations: DestinationsConfig { allow_private_addresses: false, poll_milliseconds: 500 },
+            privacy_centre: PrivacyCentreConfig { code_minutes: 10, code_attempts: 5, codes_per_window: 3, requests_per_ip: 10, window_minutes: 15, session_minutes: 30 },
         }
     }
 }
@@ -596,6 +621,18 @@ impl Decoder {
         }
     }
 
+    /// A count from 1 to `max`.
+    fn bounded(&mut self, t: &mut toml::Table, path: &str, key: &str, default: u32, max: u32) -> u32 {
+        match self.take::<i64>(t, path, key) {
+            None => default,
+            Some(v) if (1..=i64::from(max)).contains(&v) => v as u32,
+            Some(_) => {
+                self.problem(join(path, key), &format!("must be from 1 to {max}"));
+                default
+            }
+        }
+    }
+
     fn config(&mut self, mut root: toml::Table) -> Config {
         let mut c = Config::default();
         if let Some(dir) = self.take::<String>(&mut root, "", "data_dir") {
@@ -810,7 +847,7 @@ impl Decoder {
         c
     }
 
-    /// `[smtp]`, `[campaigns]` and `[destinations]`.
+    /// `[smtp]`, `[campaigns]`, `[destinations]` and `[privacy_centre]`.
     fn activation(&mut self, root: &mut toml::Table, c: &mut Config) {
         let mut smtp = self.table(root, "", "smtp");
         let p = "smtp";
@@ -891,6 +928,17 @@ impl Decoder {
         }
         c.destinations.poll_milliseconds = self.positive(&mut dest, p, "poll_milliseconds", c.destinations.poll_milliseconds as usize) as u64;
         self.finish(dest, p);
+
+        let mut pc = self.table(root, "", "privacy_centre");
+        let p = "privacy_centre";
+        let v = &mut c.privacy_centre;
+        v.code_minutes = self.bounded(&mut pc, p, "code_minutes", v.code_minutes, 1440);
+        v.code_attempts = self.bounded(&mut pc, p, "code_attempts", v.code_attempts, 100);
+        v.codes_per_window = self.bounded(&mut pc, p, "codes_per_window", v.codes_per_window, 1000);
+        v.requests_per_ip = self.bounded(&mut pc, p, "requests_per_ip", v.requests_per_ip, 100000);
+        v.window_minutes = self.bounded(&mut pc, p, "window_minutes", v.window_minutes, 1440);
+        v.session_minutes = self.bounded(&mut pc, p, "session_minutes", v.session_minutes, 1440);
+        self.finish(pc, p);
     }
 
     /// Names are unique, keys are unique across sources and API keys, and long enough.

@@ -13,6 +13,7 @@ mod admin;
 pub mod error;
 mod ingest;
 mod personalisation;
+mod portal;
 mod privacy;
 
 use std::future::Future;
@@ -36,6 +37,7 @@ pub fn router(app: App) -> Router {
         .merge(privacy::routes())
         .merge(personalisation::routes())
         .merge(activation::routes())
+        .merge(portal::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::NotFound("no such endpoint".into()) })

@@ -86,6 +86,11 @@ impl MasterKey {
         self.derive("unsubscribe")
     }
 
+    /// Signs the privacy centre's sign-in codes and form tokens.
+    pub fn portal_key(&self) -> [u8; 32] {
+        self.derive("portal")
+    }
+
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }

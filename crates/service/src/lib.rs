@@ -29,6 +29,7 @@ pub mod keys;
 pub mod mail;
 pub mod matching;
 pub mod metrics;
+pub mod portal;
 pub mod privacy;
 pub mod recs;
 pub mod ropa;
@@ -147,6 +148,8 @@ struct AppInner {
     book: privacy::ConsentBook,
     tombstone_key: [u8; 32],
     unsubscribe_key: [u8; 32],
+    portal_key: [u8; 32],
+    portal: portal::PortalState,
     destinations: destinations::DestinationState,
     /// Random, per process: makes the placeholders of values to encrypt unguessable.
     placeholder_token: String,
@@ -190,6 +193,8 @@ impl App {
                 book: privacy::ConsentBook::default(),
                 tombstone_key: master_key.tombstone_key(),
                 unsubscribe_key: master_key.unsubscribe_key(),
+                portal_key: master_key.portal_key(),
+                portal: portal::PortalState::default(),
                 destinations: destinations::DestinationState::default(),
                 placeholder_token: hex::encode(rand::random::<[u8; 16]>()),
                 recs: recs::RecState::default(),
@@ -222,6 +227,14 @@ impl App {
 
     pub(crate) fn unsubscribe_key(&self) -> [u8; 32] {
         self.inner.unsubscribe_key
+    }
+
+    pub(crate) fn portal_key(&self) -> [u8; 32] {
+        self.inner.portal_key
+    }
+
+    pub(crate) fn portal_state(&self) -> &portal::PortalState {
+        &self.inner.portal
     }
 
     pub(crate) fn destination_state(&self) -> &destinations::DestinationState {

@@ -10,6 +10,7 @@
 
 pub mod activation;
 pub mod audiences;
+pub mod portal;
 pub mod privacy;
 mod sqlite;
 
@@ -288,6 +289,29 @@ impl Store {
     }
     pub async fn deliveries_suppress(&self, campaign: i64, rows: Vec<(ProfileId, String, String)>) -> Result<u64> {
         self.backend.deliveries_suppress(campaign, rows).await
+    }
+    /// Stores a privacy-centre code unless `max_recent` were issued for the subject since
+    /// `since`; true when stored.
+    pub async fn portal_code_issue(&self, code: portal::NewCode, max_recent: u32, since: Millis) -> Result<bool> {
+        self.backend.portal_code_issue(code, max_recent, since).await
+    }
+    /// Redeems a code (checked by `matches` against its stored hash) and opens the session, at
+    /// most once, in one transaction.
+    pub async fn portal_code_redeem(
+        &self,
+        id: Vec<u8>,
+        matches: Box<dyn Fn(&[u8]) -> bool + Send>,
+        session: portal::NewSession,
+        max_attempts: u32,
+    ) -> Result<portal::Redeemed> {
+        self.backend.portal_code_redeem(id, matches, session, max_attempts).await
+    }
+    /// A live (unexpired) session by the hash of its cookie.
+    pub async fn portal_session(&self, token_hash: Vec<u8>) -> Result<Option<portal::SessionView>> {
+        self.backend.portal_session(token_hash).await
+    }
+    pub async fn portal_session_end(&self, token_hash: Vec<u8>) -> Result<()> {
+        self.backend.portal_session_end(token_hash).await
     }
     pub async fn deliveries_finish(&self, outcomes: Vec<(i64, &'static str, Option<String>)>) -> Result<()> {
         self.backend.deliveries_finish(outcomes).await

@@ -223,7 +223,7 @@ pub struct ErasureReport {
     pub quarantined_rows: u64,
     /// Audience memberships and their history.
     pub audience_rows: u64,
-    /// Delivery log rows, dead letters and destination records.
+    /// Delivery log rows, dead letters, destination records, privacy-centre codes and sessions.
     pub activation_rows: u64,
     /// Destinations the erasure was forwarded to.
     pub forwarded: u64,

@@ -3,6 +3,7 @@
 mod activation;
 mod audiences;
 mod crypt;
+mod portal;
 mod privacy;
 mod read;
 mod writer;
@@ -33,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_audiences.sql"),
     include_str!("../../migrations/sqlite/0008_stock.sql"),
     include_str!("../../migrations/sqlite/0009_activation.sql"),
+    include_str!("../../migrations/sqlite/0010_portal.sql"),
 ];
 
 /// The members of the tree rooted at `?1`: the root and every profile merged into it,
@@ -644,6 +646,24 @@ impl Sqlite {
     }
     pub(crate) async fn deliveries_suppress(&self, campaign: i64, rows: Vec<(ProfileId, String, String)>) -> Result<u64> {
         self.exec(ExecFlags::default(), move |c, _| activation::deliveries_suppress(c, campaign, &rows, now_millis())).await
+    }
+    pub(crate) async fn portal_code_issue(&self, code: crate::portal::NewCode, max_recent: u32, since: i64) -> Result<bool> {
+        self.exec(ExecFlags::default(), move |c, _| portal::code_issue(c, &code, max_recent, since, now_millis())).await
+    }
+    pub(crate) async fn portal_code_redeem(
+        &self,
+        id: Vec<u8>,
+        matches: Box<dyn Fn(&[u8]) -> bool + Send>,
+        session: crate::portal::NewSession,
+        max_attempts: u32,
+    ) -> Result<crate::portal::Redeemed> {
+        self.exec(ExecFlags::default(), move |c, _| portal::code_redeem(c, &id, &*matches, &session, max_attempts, now_millis())).await
+    }
+    pub(crate) async fn portal_session(&self, token_hash: Vec<u8>) -> Result<Option<crate::portal::SessionView>> {
+        self.read(move |c| portal::session(c, &token_hash, now_millis())).await
+    }
+    pub(crate) async fn portal_session_end(&self, token_hash: Vec<u8>) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| portal::session_end(c, &token_hash)).await
     }
     pub(crate) async fn deliveries_finish(&self, outcomes: Vec<(i64, &'static str, Option<String>)>) -> Result<()> {
         self.exec(ExecFlags::default(), move |c, _| activation::deliveries_finish(c, &outcomes, now_millis())).await

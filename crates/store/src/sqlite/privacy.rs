@@ -462,6 +462,7 @@ pub(super) fn erase(conn: &Connection, req: &ErasureRequest, now: i64) -> Result
     let payload = serde_json::json!({"type": "erasure", "identifiers": ids, "request": req.dsr});
     report.forwarded = super::activation::rights_enqueue_root(conn, root, req.dsr, "erasure", &subject_ref, &payload, now)?;
     report.activation_rows = super::activation::erase_subject(conn, root)?;
+    report.activation_rows += super::portal::erase_subject(conn, root)?;
     // The keys first: whatever else may survive somewhere (a backup) cannot be decrypted.
     report.keys_destroyed = run("DELETE FROM subject_keys WHERE profile_id IN m")?;
     report.events = run("DELETE FROM events WHERE profile_id IN m")?;
