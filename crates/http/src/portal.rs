@@ -412,6 +412,16 @@ fn text_of(v: &Value) -> String {
     }
 }
 
+/// The legal basis in plain words.
+fn basis(lang: Lang, b: LegalBasis) -> &'static str {
+    match b {
+        LegalBasis::Consent => lang.t("votre consentement", "your consent"),
+        LegalBasis::Contract => lang.t("l'exécution de votre commande ou de votre compte", "carrying out your order or account"),
+        LegalBasis::LegalObligation => lang.t("une obligation légale", "a legal obligation"),
+        LegalBasis::LegitimateInterest => lang.t("notre intérêt légitime (vous pouvez vous y opposer)", "our legitimate interest (you may object)"),
+    }
+}
+
 fn days(lang: Lang, d: u32) -> String {
     match (lang, d) {
         (Lang::Fr, d) if d % 365 == 0 => format!("{} an(s)", d / 365),
@@ -480,7 +490,7 @@ async fn dashboard(app: &App, lang: Lang, s: &PortalSession, cookies: Vec<Header
                         legend { (name(&p.name)) }
                         p { (name(&p.description)) }
                         p.meta {
-                            (lang.t("Base légale : ", "Legal basis: ")) (p.legal_basis.as_str())
+                            (lang.t("Base légale : ", "Legal basis: ")) (basis(lang, p.legal_basis))
                             " · " (lang.t("Conservation : ", "Kept for: ")) (days(lang, p.retention.days))
                             @if !p.recipients.is_empty() { " · " (lang.t("Destinataires : ", "Recipients: ")) (p.recipients.join(", ")) }
                         }

@@ -96,19 +96,6 @@ async fn person(t: &TestApp, user: &str, email: &str) {
     assert_eq!(s, 200, "{v}");
 }
 
-/// Waits for the `n`th email and returns the six-digit code of its subject.
-async fn code_from(sink: &SmtpSink, n: usize) -> String {
-    for _ in 0..100 {
-        let m = sink.messages();
-        if m.len() >= n {
-            let subject = m[n - 1].lines().find(|l| l.starts_with("Subject:")).unwrap().to_owned();
-            return subject.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a code in the subject").to_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no email number {n}");
-}
-
 async fn ask_code(b: &mut Browser, email: &str) -> Page {
     let home = b.get("/privacy").await;
     assert_eq!(home.status, 200);
@@ -142,7 +129,7 @@ async fn a_customer_signs_in_with_an_emailed_code_and_acts_on_their_own_data() {
     assert!(home.text.contains("lang=\"fr\"") && home.text.contains("Recevoir un code"), "French by default");
     let sent = ask_code(&mut b, "Zoe.Martin@example.fr").await;
     assert_eq!((sent.status, sent.location()), (303, "/privacy/verify"));
-    let code = code_from(&sink, 1).await;
+    let code = sink.code(1).await;
     assert_eq!(sink.recipients(), ["zoe.martin@example.fr"]);
 
     // A wrong code first: refused, attempts left said; then the right one.
@@ -226,7 +213,7 @@ async fn sign_in_refuses_bad_codes_and_forms_and_never_says_whether_an_address_i
     // Too many attempts burn the code, the right one included.
     let mut b = Browser::new(&t);
     ask_code(&mut b, "zoe.martin@example.fr").await;
-    let code = code_from(&sink, 1).await;
+    let code = sink.code(1).await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     assert_eq!(enter_code(&mut b, wrong).await.status, 400);
     assert_eq!(enter_code(&mut b, wrong).await.status, 400);
@@ -237,7 +224,7 @@ async fn sign_in_refuses_bad_codes_and_forms_and_never_says_whether_an_address_i
     // An expired code fails.
     let mut b = Browser::new(&t);
     ask_code(&mut b, "zoe.martin@example.fr").await;
-    let code = code_from(&sink, 2).await;
+    let code = sink.code(2).await;
     let db = rusqlite::Connection::open(t.dir.path().join("confidant.db")).unwrap();
     db.busy_timeout(Duration::from_secs(5)).unwrap();
     db.execute("UPDATE portal_codes SET expires_at = 0", []).unwrap();
@@ -290,11 +277,11 @@ async fn a_signed_in_customer_cannot_use_another_sessions_form_token() {
     person(&t, "yann", "yann.le.goff@example.fr").await;
     let mut zoe = Browser::new(&t);
     ask_code(&mut zoe, "zoe.martin@example.fr").await;
-    let c = code_from(&sink, 1).await;
+    let c = sink.code(1).await;
     assert_eq!(enter_code(&mut zoe, &c).await.status, 303);
     let mut yann = Browser::new(&t);
     ask_code(&mut yann, "yann.le.goff@example.fr").await;
-    let c = code_from(&sink, 2).await;
+    let c = sink.code(2).await;
     assert_eq!(enter_code(&mut yann, &c).await.status, 303);
     // Yann's page token does not work with Zoé's session, and vice versa.
     let yann_token = yann.get("/privacy").await.csrf();

@@ -152,6 +152,20 @@ impl SmtpSink {
         self.messages().iter().map(|m| m.lines().next().unwrap_or("").trim_start_matches("X-Envelope-To: ").to_owned()).collect()
     }
 
+    /// Waits for the `n`th message and returns the six-digit code of its subject (the privacy
+    /// centre's sign-in emails).
+    pub async fn code(&self, n: usize) -> String {
+        for _ in 0..100 {
+            let m = self.messages();
+            if m.len() >= n {
+                let subject = m[n - 1].lines().find(|l| l.starts_with("Subject:")).unwrap().to_owned();
+                return subject.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a code in the subject").to_owned();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no message number {n}");
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,0 +1,148 @@
+//! The privacy centre in a real browser: Debian's headless Chromium driven through
+//! ChromeDriver (WebDriver, fantoccini), against the real server and a real SMTP server
+//! process that receives the sign-in code. Screenshots of each step are kept in
+//! `target/screenshots/` as test artefacts. `.ci/run` installs Chromium and ChromeDriver.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+const MARKETING: &str = "marketing.communications.email";
+
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_driver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver is installed (.ci/run installs Debian's chromium and chromium-driver)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Driver { child, port };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("chromedriver did not start");
+}
+
+async fn browser(driver: &Driver, downloads: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1600", "--lang=fr-FR"],
+            "prefs": {"download.default_directory": downloads.to_str().unwrap(), "download.prompt_for_download": false, "intl.accept_languages": "fr-FR,fr"}
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session")
+}
+
+fn shots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
+}
+
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+}
+
+async fn text(c: &Client) -> String {
+    c.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_signs_in_withdraws_consent_downloads_and_erases_in_chromium() {
+    let mail = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(mail.path(), &[]);
+    let t = spawn_app_with(&format!("[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"La Boutique <bonjour@boutique.example>\"\n", sink.port)).await;
+    let r = t.post("/v1/identify", json!({"userId": "ines", "traits": {"email": "ines.dupont@example.fr", "firstName": "Inès", "lastName": "Dupont"}})).await;
+    assert_eq!(r.status(), 200);
+    let (s, _) = t.consent(json!({"userId": "ines", "purposes": {MARKETING: true}, "method": "banner"}), &[]).await;
+    assert_eq!(s, 200);
+
+    let driver = start_driver();
+    let downloads = tempfile::tempdir().unwrap();
+    let c = browser(&driver, downloads.path()).await;
+    c.goto(&format!("{}/privacy", t.base)).await.unwrap();
+    shot(&c, "privacy-1-sign-in").await;
+    assert!(text(&c).await.contains("Recevoir un code"), "French by default");
+    c.find(Locator::Css("#email")).await.unwrap().send_keys("ines.dupont@example.fr").await.unwrap();
+    click(&c, "form[action='/privacy/code'] button").await;
+    let code = sink.code(1).await;
+    assert!(c.current_url().await.unwrap().path().ends_with("/privacy/verify"));
+    c.find(Locator::Css("#code")).await.unwrap().send_keys(&code).await.unwrap();
+    shot(&c, "privacy-2-code").await;
+    click(&c, "form[action='/privacy/verify'] button").await;
+    let page = text(&c).await;
+    assert!(page.contains("ines.dupont@example.fr") && page.contains("Dupont"), "{page}");
+    shot(&c, "privacy-3-my-data").await;
+
+    // Withdraw marketing consent with the switch.
+    let switch = c.find(Locator::Css(&format!("input[type=checkbox][value='{MARKETING}']"))).await.unwrap();
+    assert_eq!(switch.prop("checked").await.unwrap().as_deref(), Some("true"));
+    switch.click().await.unwrap();
+    click(&c, "form[action='/privacy/consent'] button[type=submit]").await;
+    let switch = c.find(Locator::Css(&format!("input[type=checkbox][value='{MARKETING}']"))).await.unwrap();
+    assert_eq!(switch.prop("checked").await.unwrap().as_deref(), Some("false"), "the page shows the new choice");
+    let id = t.api_json("/api/profiles?email=ines.dupont@example.fr").await["profiles"][0]["id"].as_str().unwrap().to_owned();
+    let (_, consent) = t.dpo("GET", &format!("/api/profiles/{id}/consent"), None).await;
+    assert_eq!(consent["lawful"][MARKETING], false, "{consent}");
+
+    // Download the export.
+    click(&c, "form[action='/privacy/export'] button").await;
+    let file = downloads.path().join("my-data.json");
+    for _ in 0..100 {
+        if file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let export = std::fs::read_to_string(&file).expect("the export was downloaded");
+    assert!(export.contains("ines.dupont@example.fr"));
+
+    // Erase the account, with the confirmation.
+    c.goto(&format!("{}/privacy/erase", t.base)).await.unwrap();
+    click(&c, "#confirm").await;
+    shot(&c, "privacy-4-erase").await;
+    click(&c, "form[action='/privacy/erase'] button").await;
+    assert!(text(&c).await.contains("Vos données ont été supprimées"));
+    shot(&c, "privacy-5-erased").await;
+    assert_eq!(t.api_json("/api/profiles?email=ines.dupont@example.fr").await["profiles"], json!([]));
+    let hits = t.scan(&["ines.dupont@example.fr", "Inès"]);
+    assert!(hits.is_empty(), "left behind: {hits:#?}");
+    // Back to the start: the session is gone.
+    c.goto(&format!("{}/privacy", t.base)).await.unwrap();
+    assert!(text(&c).await.contains("Recevoir un code"));
+    c.close().await.unwrap();
+}
