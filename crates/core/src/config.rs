@@ -67,6 +67,18 @@ pub struct Config {
     pub campaigns: CampaignsConfig,
     pub destinations: DestinationsConfig,
     pub privacy_centre: PrivacyCentreConfig,
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the shop team's pages at `/console`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsoleConfig {
+    /// Minutes a signed-in session lasts. Default 480 (a working day).
+    pub session_minutes: u32,
+    /// Wrong passwords in a row before an account is locked. Default 5.
+    pub max_failed_logins: u32,
+    /// Minutes a locked account stays locked. Default 15.
+    pub lock_minutes: u32,
 }
 
 /// `[privacy_centre]`: the customers' own pages at `/privacy`, signed in with a one-time code
@@ -365,6 +377,7 @@ impl Default for Config {
             },
             campaigns: CampaignsConfig { frequency_cap: 3, frequency_window_days: 7, default_language: "fr".into() },
             destinations: DestinationsConfig { allow_private_addresses: false, poll_milliseconds: 500 },
+            console: ConsoleConfig { session_minutes: 480, max_failed_logins: 5, lock_minutes: 15 },
             privacy_centre: PrivacyCentreConfig { code_minutes: 10, code_attempts: 5, codes_per_window: 3, requests_per_ip: 10, window_minutes: 15, session_minutes: 30 },
         }
     }
@@ -847,7 +860,7 @@ impl Decoder {
         c
     }
 
-    /// `[smtp]`, `[campaigns]`, `[destinations]` and `[privacy_centre]`.
+    /// `[smtp]`, `[campaigns]`, `[destinations]`, `[privacy_centre]` and `[console]`.
     fn activation(&mut self, root: &mut toml::Table, c: &mut Config) {
         let mut smtp = self.table(root, "", "smtp");
         let p = "smtp";
@@ -939,6 +952,14 @@ impl Decoder {
         v.window_minutes = self.bounded(&mut pc, p, "window_minutes", v.window_minutes, 1440);
         v.session_minutes = self.bounded(&mut pc, p, "session_minutes", v.session_minutes, 1440);
         self.finish(pc, p);
+
+        let mut con = self.table(root, "", "console");
+        let p = "console";
+        let v = &mut c.console;
+        v.session_minutes = self.bounded(&mut con, p, "session_minutes", v.session_minutes, 10080);
+        v.max_failed_logins = self.bounded(&mut con, p, "max_failed_logins", v.max_failed_logins, 100);
+        v.lock_minutes = self.bounded(&mut con, p, "lock_minutes", v.lock_minutes, 10080);
+        self.finish(con, p);
     }
 
     /// Names are unique, keys are unique across sources and API keys, and long enough.

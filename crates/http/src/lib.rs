@@ -10,10 +10,12 @@
 
 mod activation;
 mod admin;
+mod console;
 pub mod error;
 mod ingest;
 mod personalisation;
 mod portal;
+mod web;
 mod privacy;
 
 use std::future::Future;
@@ -38,6 +40,7 @@ pub fn router(app: App) -> Router {
         .merge(personalisation::routes())
         .merge(activation::routes())
         .merge(portal::routes())
+        .merge(console::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::NotFound("no such endpoint".into()) })

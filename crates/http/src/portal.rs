@@ -8,10 +8,8 @@
 //! are `HttpOnly`, `SameSite=Strict`, and `Secure` when `server.public_url` is `https`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,15 +20,14 @@ use confidant_service::portal::{CodeProblem, PortalSession};
 use confidant_service::privacy::{ConsentRequest, DsrAction, DsrRequest, Evidence};
 use confidant_service::{App, ServiceError};
 use maud::{html, Markup, DOCTYPE};
+
+use crate::web::*;
 use serde_json::Value;
 
 const SESSION: &str = "cf_ps";
 const PRE: &str = "cf_pre";
 const PENDING: &str = "cf_pending";
-const LANG: &str = "cf_lang";
-const MAX_FORM: usize = 16 * 1024;
-
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const PATH: &str = "/privacy";
 const STYLE: &str = include_str!("portal.css");
 
 pub(crate) fn routes() -> Router<App> {
@@ -46,94 +43,6 @@ pub(crate) fn routes() -> Router<App> {
         .route("/privacy/object", post(object))
         .route("/privacy/erase", get(erase_page).post(erase))
         .route("/privacy/signout", post(sign_out))
-}
-
-// ---------------------------------------------------------------------------- language
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Lang {
-    Fr,
-    En,
-}
-
-impl Lang {
-    fn code(self) -> &'static str {
-        match self {
-            Lang::Fr => "fr",
-            Lang::En => "en",
-        }
-    }
-    fn t<'a>(self, fr: &'a str, en: &'a str) -> &'a str {
-        match self {
-            Lang::Fr => fr,
-            Lang::En => en,
-        }
-    }
-}
-
-#[derive(serde::Deserialize, Default)]
-struct LangQuery {
-    lang: Option<String>,
-}
-
-/// `?lang=` first, then the cookie the switch set, then `Accept-Language`; French otherwise.
-fn language(headers: &HeaderMap, query: Option<&str>) -> Lang {
-    let pick = |s: &str| match s.trim().get(..2).map(str::to_ascii_lowercase).as_deref() {
-        Some("en") => Some(Lang::En),
-        Some("fr") => Some(Lang::Fr),
-        _ => None,
-    };
-    if let Some(l) = query.and_then(pick) {
-        return l;
-    }
-    if let Some(l) = cookie(headers, LANG).as_deref().and_then(pick) {
-        return l;
-    }
-    if let Some(al) = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()) {
-        // The first of fr and en in the list's order of preference (q values descending).
-        let mut tags: Vec<(f32, &str)> = al
-            .split(',')
-            .map(|part| {
-                let mut it = part.split(';');
-                let tag = it.next().unwrap_or("").trim();
-                let q = it.find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.parse::<f32>().ok())).unwrap_or(1.0);
-                (q, tag)
-            })
-            .collect();
-        tags.sort_by(|a, b| b.0.total_cmp(&a.0));
-        if let Some(l) = tags.iter().find_map(|(_, t)| pick(t)) {
-            return l;
-        }
-    }
-    Lang::Fr
-}
-
-// ---------------------------------------------------------------------------- cookies
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
-        let (k, v) = kv.trim().split_once('=')?;
-        (k == name).then(|| v.to_owned())
-    })
-}
-
-fn secure(app: &App) -> bool {
-    app.config().server.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
-}
-
-fn set_cookie(app: &App, name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
-    let mut c = format!("{name}={value}; Path=/privacy; HttpOnly; SameSite=Strict");
-    if let Some(a) = max_age {
-        c.push_str(&format!("; Max-Age={a}"));
-    }
-    if secure(app) {
-        c.push_str("; Secure");
-    }
-    HeaderValue::from_str(&c).expect("cookie values are base64url")
-}
-
-fn clear_cookie(app: &App, name: &str) -> HeaderValue {
-    set_cookie(app, name, "", Some(0))
 }
 
 // ---------------------------------------------------------------------------- pages
@@ -163,27 +72,7 @@ fn page(app: &App, lang: Lang, status: StatusCode, title: &str, body: Markup, co
             }
         }
     };
-    let mut r = (status, markup.into_string()).into_response();
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    for c in cookies {
-        h.append(header::SET_COOKIE, c);
-    }
-    r
-}
-
-fn redirect(to: &str, cookies: Vec<HeaderValue>) -> Response {
-    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_str(to).expect("a path"))]).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    for c in cookies {
-        r.headers_mut().append(header::SET_COOKIE, c);
-    }
-    r
+    html_page(status, markup.into_string(), cookies)
 }
 
 /// A page that says what went wrong, in the person's language, with a way back.
@@ -213,8 +102,8 @@ fn pre_session(app: &App, headers: &HeaderMap) -> (String, Option<HeaderValue>) 
     match cookie(headers, PRE).filter(|v| v.len() >= 20 && v.len() <= 64) {
         Some(v) => (v, None),
         None => {
-            let v = app.portal_random_token();
-            let c = set_cookie(app, PRE, &v, None);
+            let v = app.random_token();
+            let c = set_cookie(app, PATH, PRE, &v, None);
             (v, Some(c))
         }
     }
@@ -225,29 +114,13 @@ async fn session_of(app: &App, headers: &HeaderMap) -> Result<Option<(String, Po
     Ok(app.portal_session(&token).await?.map(|s| (token, s)))
 }
 
-/// Reads a form body (at most 16 KiB) as ordered pairs.
-fn form(body: &Bytes) -> Option<Vec<(String, String)>> {
-    if body.len() > MAX_FORM {
-        return None;
-    }
-    Some(form_urlencoded::parse(body).into_owned().collect())
-}
-
-fn field<'a>(f: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    f.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
-fn peer(ext: &axum::http::Extensions) -> Option<std::net::IpAddr> {
-    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
-}
-
 // ---------------------------------------------------------------------------- signed out
 
 async fn home(State(app): State<App>, Query(q): Query<LangQuery>, headers: HeaderMap) -> Response {
     let lang = language(&headers, q.lang.as_deref());
     let mut cookies = Vec::new();
     if q.lang.is_some() {
-        cookies.push(set_cookie(&app, LANG, lang.code(), Some(365 * 86_400)));
+        cookies.push(set_cookie(&app, PATH, LANG, lang.code(), Some(365 * 86_400)));
     }
     match session_of(&app, &headers).await {
         Ok(Some((_, s))) => dashboard(&app, lang, &s, cookies).await,
@@ -267,7 +140,7 @@ fn sign_in_page(app: &App, lang: Lang, pre: &str, status: StatusCode, message: O
             "See the data we hold about you, choose what you agree to, download your data or erase your account. Enter your email address: we will send you a sign-in code.")) }
         @if let Some(m) = message { p.problem role="alert" { (m) } }
         form method="post" action="/privacy/code" {
-            (form_token_field(&app.portal_form_token(pre)))
+            (form_token_field(&app.form_token(pre)))
             input type="hidden" name="lang" value=(lang.code());
             label for="email" { (lang.t("Adresse e-mail", "Email address")) }
             input id="email" name="email" type="email" autocomplete="email" required maxlength="254";
@@ -281,14 +154,14 @@ async fn request_code(State(app): State<App>, ext: axum::http::Extensions, heade
     let Some(f) = form(&body) else { return problem(&app, language(&headers, None), StatusCode::PAYLOAD_TOO_LARGE, "…") };
     let lang = language(&headers, field(&f, "lang"));
     let (pre, _) = pre_session(&app, &headers);
-    if cookie(&headers, PRE).is_none() || !app.portal_form_token_ok(&pre, field(&f, "csrf").unwrap_or("")) {
+    if cookie(&headers, PRE).is_none() || !app.form_token_ok(&pre, field(&f, "csrf").unwrap_or("")) {
         return csrf_refused(&app, lang, None).await;
     }
     let email = field(&f, "email").unwrap_or("");
     match app.portal_request_code(email, peer(&ext), lang.code()).await {
         Ok(pending) => {
             let minutes = i64::from(app.config().privacy_centre.code_minutes);
-            redirect("/privacy/verify", vec![set_cookie(&app, PENDING, &pending, Some(minutes * 60))])
+            redirect("/privacy/verify", vec![set_cookie(&app, PATH, PENDING, &pending, Some(minutes * 60))])
         }
         Err(ServiceError::Invalid { code: "invalid_email", .. }) => {
             sign_in_page(&app, lang, &pre, StatusCode::BAD_REQUEST, Some(lang.t("Cette adresse e-mail n'est pas valide.", "This email address is not valid.")), Vec::new())
@@ -329,7 +202,7 @@ fn code_page(app: &App, lang: Lang, pre: &str, status: StatusCode, message: Opti
             "If this address is known, a six-digit code has just been sent to it. It is valid for a few minutes, once.")) }
         @if let Some(m) = message { p.problem role="alert" { (m) } }
         form method="post" action="/privacy/verify" {
-            (form_token_field(&app.portal_form_token(pre)))
+            (form_token_field(&app.form_token(pre)))
             input type="hidden" name="lang" value=(lang.code());
             label for="code" { (lang.t("Code reçu par e-mail", "Code from the email")) }
             input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]{6,7}" maxlength="7" required;
@@ -344,14 +217,14 @@ async fn verify(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
     let Some(f) = form(&body) else { return problem(&app, language(&headers, None), StatusCode::PAYLOAD_TOO_LARGE, "…") };
     let lang = language(&headers, field(&f, "lang"));
     let (pre, _) = pre_session(&app, &headers);
-    if cookie(&headers, PRE).is_none() || !app.portal_form_token_ok(&pre, field(&f, "csrf").unwrap_or("")) {
+    if cookie(&headers, PRE).is_none() || !app.form_token_ok(&pre, field(&f, "csrf").unwrap_or("")) {
         return csrf_refused(&app, lang, None).await;
     }
     let pending = cookie(&headers, PENDING).unwrap_or_default();
     match app.portal_redeem(&pending, field(&f, "code").unwrap_or("")).await {
         Ok(Ok(token)) => {
             let minutes = i64::from(app.config().privacy_centre.session_minutes);
-            redirect("/privacy", vec![set_cookie(&app, SESSION, &token, Some(minutes * 60)), clear_cookie(&app, PENDING)])
+            redirect("/privacy", vec![set_cookie(&app, PATH, SESSION, &token, Some(minutes * 60)), clear_cookie(&app, PATH, PENDING)])
         }
         Ok(Err(p)) => {
             let left;
@@ -398,7 +271,7 @@ async fn signed_in_form(app: &App, headers: &HeaderMap, body: &Bytes) -> Result<
         }
         Err(e) => return Err(unavailable(app, lang, e)),
     };
-    if !app.portal_form_token_ok(&s.csrf, field(&f, "csrf").unwrap_or("")) {
+    if !app.form_token_ok(&s.csrf, field(&f, "csrf").unwrap_or("")) {
         return Err(csrf_refused(app, lang, Some(s.profile)).await);
     }
     Ok((lang, token, s, f))
@@ -448,7 +321,7 @@ async fn dashboard(app: &App, lang: Lang, s: &PortalSession, cookies: Vec<Header
     sources.dedup();
     let correctable: Vec<&str> = ["firstName", "lastName", "phone", "city", "postalCode"].into_iter().filter(|k| policy.trait_category(k).is_some()).collect();
     let token = s.csrf.clone();
-    let csrf = app.portal_form_token(&token);
+    let csrf = app.form_token(&token);
     let body = html! {
         p { (lang.t("Connecté avec l'adresse ", "Signed in as ")) strong { (s.email.as_str()) } }
         form.inline method="post" action="/privacy/signout" {
@@ -645,7 +518,7 @@ async fn erase_page(State(app): State<App>, Query(q): Query<LangQuery>, headers:
         Ok(None) => return redirect("/privacy", Vec::new()),
         Err(e) => return unavailable(&app, lang, e),
     };
-    let csrf = app.portal_form_token(&s.csrf);
+    let csrf = app.form_token(&s.csrf);
     let body = html! {
         p { (lang.t(
             "Votre compte, votre historique et toutes les données qui vous concernent seront supprimés définitivement, ici et chez les partenaires qui les ont reçues. Cette action est irréversible.",
@@ -673,7 +546,7 @@ async fn erase(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respo
     match app.dsr(req, &s.principal()).await {
         Ok(_) => {
             let body = html! { p role="status" { (lang.t("Vos données ont été supprimées. Merci de nous avoir fait confiance.", "Your data has been erased. Thank you for your trust.")) } };
-            page(&app, lang, StatusCode::OK, lang.t("C'est fait", "Done"), body, vec![clear_cookie(&app, SESSION)])
+            page(&app, lang, StatusCode::OK, lang.t("C'est fait", "Done"), body, vec![clear_cookie(&app, PATH, SESSION)])
         }
         Err(ServiceError::Restricted(_)) => problem(
             &app,
@@ -694,7 +567,7 @@ async fn sign_out(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Re
         Err(r) => return r,
     };
     match app.portal_sign_out(&token).await {
-        Ok(()) => redirect(&format!("/privacy?lang={}", lang.code()), vec![clear_cookie(&app, SESSION)]),
+        Ok(()) => redirect(&format!("/privacy?lang={}", lang.code()), vec![clear_cookie(&app, PATH, SESSION)]),
         Err(e) => unavailable(&app, lang, e),
     }
 }

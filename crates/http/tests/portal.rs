@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
@@ -15,78 +14,6 @@ const MARKETING: &str = "marketing.communications.email";
 
 fn config(port: u16) -> String {
     format!("[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"La Boutique <bonjour@boutique.example>\"\n")
-}
-
-/// A browser without JavaScript: keeps cookies (Secure ones too: the test talks plain HTTP to
-/// a server whose public URL is https) and does not follow redirects.
-struct Browser {
-    base: String,
-    client: reqwest::Client,
-    cookies: HashMap<String, String>,
-}
-
-struct Page {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-}
-
-impl Page {
-    /// The value of the form token on the page.
-    fn csrf(&self) -> String {
-        let at = self.text.find("name=\"csrf\" value=\"").expect("a form with its token") + 19;
-        self.text[at..].split('"').next().unwrap().to_owned()
-    }
-    fn location(&self) -> &str {
-        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-}
-
-impl Browser {
-    fn new(t: &TestApp) -> Browser {
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Browser { base: t.base.clone(), client, cookies: HashMap::new() }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
-    }
-
-    async fn take(&mut self, r: reqwest::Response) -> Page {
-        for v in r.headers().get_all("set-cookie") {
-            let v = v.to_str().unwrap();
-            assert!(v.contains("HttpOnly") && v.contains("SameSite") && v.contains("Secure") && v.contains("Path=/privacy"), "{v}");
-            let (kv, _) = v.split_once(';').unwrap();
-            let (k, val) = kv.split_once('=').unwrap();
-            if val.is_empty() || v.contains("Max-Age=0") {
-                self.cookies.remove(k);
-            } else {
-                self.cookies.insert(k.to_owned(), val.to_owned());
-            }
-        }
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        Page { status, headers, text: r.text().await.unwrap() }
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let r = self.client.get(format!("{}{path}", self.base)).header("cookie", self.cookie_header()).header("accept-language", "fr-FR,fr;q=0.9,en;q=0.5").send().await.unwrap();
-        self.take(r).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("cookie", self.cookie_header())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        self.take(r).await
-    }
 }
 
 async fn person(t: &TestApp, user: &str, email: &str) {

@@ -22,6 +22,7 @@
 pub mod analytics;
 pub mod audiences;
 pub mod campaigns;
+pub mod console;
 pub mod destinations;
 pub mod import;
 pub mod ingest;

@@ -97,19 +97,20 @@ impl App {
         mac
     }
 
-    /// The form token of a page: bound to the session's own token when signed in, to the
-    /// browser's pre-session cookie otherwise (signed double submit).
-    pub fn portal_form_token(&self, context: &str) -> String {
+    /// The form token of a page: bound to the session's own csrf value when signed in (the
+    /// privacy centre's or the console's), to the browser's pre-session cookie otherwise
+    /// (signed double submit).
+    pub fn form_token(&self, context: &str) -> String {
         B64.encode(self.portal_mac(&[b"form", context.as_bytes()]).finalize().into_bytes())
     }
 
-    /// A random token for a cookie (the pre-session of a signed-out browser).
-    pub fn portal_random_token(&self) -> String {
+    /// A random token (256 bits, base64url) for a cookie or a session's form value.
+    pub fn random_token(&self) -> String {
         random_token()
     }
 
     /// Whether `token` is the form token of `context` (constant time).
-    pub fn portal_form_token_ok(&self, context: &str, token: &str) -> bool {
+    pub fn form_token_ok(&self, context: &str, token: &str) -> bool {
         let Ok(raw) = B64.decode(token.as_bytes()) else { return false };
         self.portal_mac(&[b"form", context.as_bytes()]).verify_slice(&raw).is_ok()
     }

@@ -313,6 +313,35 @@ impl Store {
     pub async fn portal_session_end(&self, token_hash: Vec<u8>) -> Result<()> {
         self.backend.portal_session_end(token_hash).await
     }
+    /// Creates a console account (`Conflict` when the email has one).
+    pub async fn console_user_create(&self, email: String, name: String, role: String, password_hash: String, by: String) -> Result<portal::ConsoleUser> {
+        self.backend.console_user_create(email, name, role, password_hash, by).await
+    }
+    pub async fn console_user_by_email(&self, email: String) -> Result<Option<portal::ConsoleUser>> {
+        self.backend.console_user_by_email(email).await
+    }
+    pub async fn console_users(&self) -> Result<Vec<portal::ConsoleUser>> {
+        self.backend.console_users().await
+    }
+    /// Records a sign-in: with a session, a success (failures reset, session opened); without,
+    /// a failure (the account locks until `lock_until` at `max_failures`).
+    pub async fn console_login(&self, id: i64, session: Option<portal::NewSession>, max_failures: i64, lock_until: Millis) -> Result<()> {
+        self.backend.console_login(id, session, max_failures, lock_until).await
+    }
+    pub async fn console_session(&self, token_hash: Vec<u8>) -> Result<Option<portal::ConsoleSessionView>> {
+        self.backend.console_session(token_hash).await
+    }
+    pub async fn console_session_end(&self, token_hash: Vec<u8>) -> Result<()> {
+        self.backend.console_session_end(token_hash).await
+    }
+    /// Events stored per UTC day (days since the epoch) since `since`, for the dashboard.
+    pub async fn events_per_day(&self, since: Millis) -> Result<Vec<(i64, u64)>> {
+        self.backend.events_per_day(since).await
+    }
+    /// Per purpose: subjects whose latest decision grants it, and refuses it.
+    pub async fn consent_rates(&self) -> Result<Vec<(String, u64, u64)>> {
+        self.backend.consent_rates().await
+    }
     pub async fn deliveries_finish(&self, outcomes: Vec<(i64, &'static str, Option<String>)>) -> Result<()> {
         self.backend.deliveries_finish(outcomes).await
     }

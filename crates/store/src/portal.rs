@@ -1,4 +1,5 @@
-//! Types of the privacy centre's sign-in: one-time codes and the sessions they open.
+//! Types of the web pages' accounts: the privacy centre's one-time codes and sessions, and the
+//! console's accounts and sessions.
 
 use confidant_core::ids::ProfileId;
 
@@ -43,5 +44,31 @@ pub struct SessionView {
     pub email: String,
     pub csrf: String,
     pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// An account of the console (the shop's team).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConsoleUser {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    pub created_at: i64,
+    pub created_by: String,
+    pub disabled_at: Option<i64>,
+    #[serde(skip)]
+    pub failed_logins: i64,
+    #[serde(skip)]
+    pub locked_until: Option<i64>,
+}
+
+/// A live console session and its account.
+#[derive(Clone, Debug)]
+pub struct ConsoleSessionView {
+    pub user: ConsoleUser,
+    pub csrf: String,
     pub expires_at: i64,
 }

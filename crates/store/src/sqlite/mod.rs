@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_stock.sql"),
     include_str!("../../migrations/sqlite/0009_activation.sql"),
     include_str!("../../migrations/sqlite/0010_portal.sql"),
+    include_str!("../../migrations/sqlite/0011_console.sql"),
 ];
 
 /// The members of the tree rooted at `?1`: the root and every profile merged into it,
@@ -664,6 +665,30 @@ impl Sqlite {
     }
     pub(crate) async fn portal_session_end(&self, token_hash: Vec<u8>) -> Result<()> {
         self.exec(ExecFlags::default(), move |c, _| portal::session_end(c, &token_hash)).await
+    }
+    pub(crate) async fn console_user_create(&self, email: String, name: String, role: String, password_hash: String, by: String) -> Result<crate::portal::ConsoleUser> {
+        self.exec(ExecFlags::default(), move |c, _| portal::user_create(c, &email, &name, &role, &password_hash, &by, now_millis())).await
+    }
+    pub(crate) async fn console_user_by_email(&self, email: String) -> Result<Option<crate::portal::ConsoleUser>> {
+        self.read(move |c| portal::user_by_email(c, &email)).await
+    }
+    pub(crate) async fn console_users(&self) -> Result<Vec<crate::portal::ConsoleUser>> {
+        self.read(portal::users).await
+    }
+    pub(crate) async fn console_login(&self, id: i64, session: Option<crate::portal::NewSession>, max_failures: i64, lock_until: i64) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| portal::user_login(c, id, session.as_ref(), max_failures, lock_until, now_millis())).await
+    }
+    pub(crate) async fn console_session(&self, token_hash: Vec<u8>) -> Result<Option<crate::portal::ConsoleSessionView>> {
+        self.read(move |c| portal::console_session(c, &token_hash, now_millis())).await
+    }
+    pub(crate) async fn console_session_end(&self, token_hash: Vec<u8>) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| portal::console_session_end(c, &token_hash)).await
+    }
+    pub(crate) async fn events_per_day(&self, since: i64) -> Result<Vec<(i64, u64)>> {
+        self.read(move |c| portal::events_per_day(c, since)).await
+    }
+    pub(crate) async fn consent_rates(&self) -> Result<Vec<(String, u64, u64)>> {
+        self.read(portal::consent_rates).await
     }
     pub(crate) async fn deliveries_finish(&self, outcomes: Vec<(i64, &'static str, Option<String>)>) -> Result<()> {
         self.exec(ExecFlags::default(), move |c, _| activation::deliveries_finish(c, &outcomes, now_millis())).await
