@@ -77,6 +77,21 @@ async fn click(c: &Client, css: &str) {
     c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
 }
 
+/// Clicks what submits a form or follows a link, and waits for the next document to load
+/// (a click does not wait for the navigation it starts).
+async fn submit(c: &Client, css: &str) {
+    c.execute("document.documentElement.dataset.stale = '1'", vec![]).await.unwrap();
+    click(c, css).await;
+    for _ in 0..400 {
+        let fresh = c.execute("return document.readyState === 'complete' && !document.documentElement.dataset.stale", vec![]).await;
+        if matches!(fresh, Ok(serde_json::Value::Bool(true))) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{css}: no new page");
+}
+
 async fn text(c: &Client) -> String {
     c.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
 }
@@ -98,12 +113,12 @@ async fn a_customer_signs_in_withdraws_consent_downloads_and_erases_in_chromium(
     shot(&c, "privacy-1-sign-in").await;
     assert!(text(&c).await.contains("Recevoir un code"), "French by default");
     c.find(Locator::Css("#email")).await.unwrap().send_keys("ines.dupont@example.fr").await.unwrap();
-    click(&c, "form[action='/privacy/code'] button").await;
+    submit(&c, "form[action='/privacy/code'] button").await;
     let code = sink.code(1).await;
     assert!(c.current_url().await.unwrap().path().ends_with("/privacy/verify"));
     c.find(Locator::Css("#code")).await.unwrap().send_keys(&code).await.unwrap();
     shot(&c, "privacy-2-code").await;
-    click(&c, "form[action='/privacy/verify'] button").await;
+    submit(&c, "form[action='/privacy/verify'] button").await;
     let page = text(&c).await;
     assert!(page.contains("ines.dupont@example.fr") && page.contains("Dupont"), "{page}");
     shot(&c, "privacy-3-my-data").await;
@@ -112,7 +127,7 @@ async fn a_customer_signs_in_withdraws_consent_downloads_and_erases_in_chromium(
     let switch = c.find(Locator::Css(&format!("input[type=checkbox][value='{MARKETING}']"))).await.unwrap();
     assert_eq!(switch.prop("checked").await.unwrap().as_deref(), Some("true"));
     switch.click().await.unwrap();
-    click(&c, "form[action='/privacy/consent'] button[type=submit]").await;
+    submit(&c, "form[action='/privacy/consent'] button[type=submit]").await;
     let switch = c.find(Locator::Css(&format!("input[type=checkbox][value='{MARKETING}']"))).await.unwrap();
     assert_eq!(switch.prop("checked").await.unwrap().as_deref(), Some("false"), "the page shows the new choice");
     let id = t.api_json("/api/profiles?email=ines.dupont@example.fr").await["profiles"][0]["id"].as_str().unwrap().to_owned();
@@ -135,7 +150,7 @@ async fn a_customer_signs_in_withdraws_consent_downloads_and_erases_in_chromium(
     c.goto(&format!("{}/privacy/erase", t.base)).await.unwrap();
     click(&c, "#confirm").await;
     shot(&c, "privacy-4-erase").await;
-    click(&c, "form[action='/privacy/erase'] button").await;
+    submit(&c, "form[action='/privacy/erase'] button").await;
     assert!(text(&c).await.contains("Vos données ont été supprimées"));
     shot(&c, "privacy-5-erased").await;
     assert_eq!(t.api_json("/api/profiles?email=ines.dupont@example.fr").await["profiles"], json!([]));
@@ -144,5 +159,55 @@ async fn a_customer_signs_in_withdraws_consent_downloads_and_erases_in_chromium(
     // Back to the start: the session is gone.
     c.goto(&format!("{}/privacy", t.base)).await.unwrap();
     assert!(text(&c).await.contains("Recevoir un code"));
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_signs_in_finds_a_customer_opens_the_360_view_and_saves_an_audience_in_chromium() {
+    let t = spawn_app().await;
+    let (s, v) = t
+        .as_key(ADMIN_KEY, "POST", "/api/console/users", Some(json!({"email": "ana@boutique.example", "name": "Ana", "role": "admin", "password": "correct horse battery staple"})))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let r = t.post("/v1/identify", json!({"userId": "marc", "traits": {"email": "marc.petit@example.fr", "firstName": "Marc", "city": "Nantes"}})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(t.post("/v1/track", json!({"userId": "marc", "event": "Order Completed", "properties": {"order_id": "m1", "revenue": 80}})).await.status(), 200);
+
+    let driver = start_driver();
+    let downloads = tempfile::tempdir().unwrap();
+    let c = browser(&driver, downloads.path()).await;
+    c.goto(&format!("{}/console", t.base)).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/console/login"), "signed out: the sign-in page");
+    c.find(Locator::Css("#email")).await.unwrap().send_keys("ana@boutique.example").await.unwrap();
+    c.find(Locator::Css("#password")).await.unwrap().send_keys("correct horse battery staple").await.unwrap();
+    shot(&c, "console-1-sign-in").await;
+    submit(&c, "form[action='/console/login'] button").await;
+    assert!(text(&c).await.contains("Tableau de bord"));
+    shot(&c, "console-2-dashboard").await;
+
+    // Find the customer and open the 360 view.
+    submit(&c, "nav a[href='/console/customers']").await;
+    c.find(Locator::Css("#q")).await.unwrap().send_keys("marc.petit@example.fr").await.unwrap();
+    submit(&c, "form[action='/console/customers'] button").await;
+    submit(&c, "ul.results a").await;
+    let view = text(&c).await;
+    assert!(view.contains("marc.petit@example.fr") && view.contains("Nantes") && view.contains("Order Completed"), "{view}");
+    shot(&c, "console-3-customer-360").await;
+
+    // Save an audience after a preview.
+    submit(&c, "nav a[href='/console/audiences']").await;
+    c.find(Locator::Css("#name")).await.unwrap().send_keys("nantais").await.unwrap();
+    c.find(Locator::Css("select#purpose option[value='analytics']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#rule")).await.unwrap().send_keys("trait.city = \"Nantes\"").await.unwrap();
+    submit(&c, "button[value='preview']").await;
+    assert!(text(&c).await.contains("correspondent"), "the size preview");
+    shot(&c, "console-4-audience-preview").await;
+    submit(&c, "button[value='save']").await;
+    let list = text(&c).await;
+    assert!(list.contains("nantais"), "{list}");
+    let (_, audiences) = t.as_key(ADMIN_KEY, "GET", "/api/audiences/nantais", None).await;
+    assert_eq!(audiences["name"], "nantais", "{audiences}");
+    let (_, audit) = t.dpo("GET", "/api/audit?action=console.profile_viewed", None).await;
+    assert_eq!(audit["entries"][0]["actor"], "admin:Ana", "{audit}");
     c.close().await.unwrap();
 }
