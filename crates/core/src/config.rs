@@ -68,6 +68,33 @@ pub struct Config {
     pub destinations: DestinationsConfig,
     pub privacy_centre: PrivacyCentreConfig,
     pub console: ConsoleConfig,
+    pub consent_banner: ConsentBannerConfig,
+}
+
+/// The Google Consent Mode v2 signals the consent banner sets.
+pub const CONSENT_MODE_SIGNALS: &[&str] = &["ad_storage", "ad_user_data", "ad_personalization", "analytics_storage", "personalization_storage"];
+
+/// `[consent_banner]`: the banner script served at `/consent/banner.js`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsentBannerConfig {
+    /// Google Consent Mode v2 signal → the purpose whose lawfulness grants it. Default:
+    /// `analytics_storage = "analytics"`, `ad_storage`, `ad_user_data` and `ad_personalization`
+    /// = `"advertising.targeted"`, `personalization_storage = "personalisation.recommendations"`.
+    /// A table given replaces the default; a signal left out stays denied.
+    pub google_consent_mode: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ConsentBannerConfig {
+    fn default() -> Self {
+        let pairs = [
+            ("analytics_storage", "analytics"),
+            ("ad_storage", "advertising.targeted"),
+            ("ad_user_data", "advertising.targeted"),
+            ("ad_personalization", "advertising.targeted"),
+            ("personalization_storage", "personalisation.recommendations"),
+        ];
+        ConsentBannerConfig { google_consent_mode: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
 }
 
 /// `[console]`: the shop team's pages at `/console`.
@@ -377,6 +404,7 @@ impl Default for Config {
             },
             campaigns: CampaignsConfig { frequency_cap: 3, frequency_window_days: 7, default_language: "fr".into() },
             destinations: DestinationsConfig { allow_private_addresses: false, poll_milliseconds: 500 },
+            consent_banner: ConsentBannerConfig::default(),
             console: ConsoleConfig { session_minutes: 480, max_failed_logins: 5, lock_minutes: 15 },
             privacy_centre: PrivacyCentreConfig { code_minutes: 10, code_attempts: 5, codes_per_window: 3, requests_per_ip: 10, window_minutes: 15, session_minutes: 30 },
         }
@@ -854,6 +882,20 @@ impl Decoder {
             Ok(p) => c.privacy = p,
             Err(problems) => self.problems.extend(problems),
         }
+
+        let mut banner = self.table(&mut root, "", "consent_banner");
+        if let Some(map) = self.take::<std::collections::BTreeMap<String, String>>(&mut banner, "consent_banner", "google_consent_mode") {
+            for (signal, purpose) in &map {
+                let path = format!("consent_banner.google_consent_mode.{signal}");
+                if !CONSENT_MODE_SIGNALS.contains(&signal.as_str()) {
+                    self.problem(path, format!("is not a Google Consent Mode v2 signal ({})", CONSENT_MODE_SIGNALS.join(", ")));
+                } else if !c.privacy.purposes.iter().any(|p| &p.id == purpose) {
+                    self.problem(path, format!("names {purpose}, which is not a declared purpose"));
+                }
+            }
+            c.consent_banner.google_consent_mode = map;
+        }
+        self.finish(banner, "consent_banner");
 
         self.finish(root, "");
         self.check_keys(&c);

@@ -7,9 +7,12 @@
 //! - `personalisation`: recommendations and audiences.
 //! - `activation`: campaigns, unsubscribe links (`/u/{token}`), destinations, audience exports.
 //! - `privacy`: consent (`/v1/consent`, GPC), the rights desk, audit, register, retention.
+//! - `portal`: the privacy centre's pages (`/privacy`); `console`: the team's pages
+//!   (`/console`) and accounts; `banner`: the consent banner script; `web`: what pages share.
 
 mod activation;
 mod admin;
+mod banner;
 mod console;
 pub mod error;
 mod ingest;
@@ -41,6 +44,7 @@ pub fn router(app: App) -> Router {
         .merge(activation::routes())
         .merge(portal::routes())
         .merge(console::routes())
+        .merge(banner::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::NotFound("no such endpoint".into()) })

@@ -211,3 +211,104 @@ async fn an_admin_signs_in_finds_a_customer_opens_the_360_view_and_saves_an_audi
     assert_eq!(audit["entries"][0]["actor"], "admin:Ana", "{audit}");
     c.close().await.unwrap();
 }
+
+/// The shop's own pages, on another origin than Confidant: one plain, one whose browser
+/// sends Global Privacy Control (Chromium has no switch for it, so the page defines it).
+async fn shop_site(confidant: &str) -> String {
+    use axum::response::Html;
+    let banner = format!("{confidant}/consent/banner.js");
+    let page = |gpc: bool| {
+        let signal = if gpc { "<script>Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: function () { return true; }});</script>" } else { "" };
+        format!("<!doctype html><html lang=\"fr\"><head><meta charset=\"utf-8\"><title>Boutique</title></head><body><h1>Boutique</h1>{signal}<script src=\"{banner}\" data-write-key=\"{WRITE_KEY}\"></script></body></html>")
+    };
+    let (plain, with_gpc) = (page(false), page(true));
+    let router = axum::Router::new()
+        .route("/", axum::routing::get(move || async move { Html(plain) }))
+        .route("/gpc", axum::routing::get(move || async move { Html(with_gpc) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+async fn data_layer(c: &Client) -> Vec<serde_json::Value> {
+    let v = c.execute("return JSON.stringify(window.dataLayer.map(function (a) { return Array.prototype.slice.call(a); }))", vec![]).await.unwrap();
+    serde_json::from_str(v.as_str().unwrap()).unwrap()
+}
+
+async fn posted(c: &Client) -> u64 {
+    let v = c.execute_async("var done = arguments[arguments.length - 1]; window.Confidant.lastPost.then(done);", vec![]).await.unwrap();
+    v.as_u64().unwrap_or(0)
+}
+
+async fn wait_for(c: &Client, css: &str) {
+    for _ in 0..200 {
+        if !c.find_all(Locator::Css(css)).await.unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{css} never appeared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consent_banner_records_choices_honours_gpc_and_sets_google_consent_mode_in_chromium() {
+    let t = spawn_app().await;
+    let shop = shop_site(&t.base).await;
+    let driver = start_driver();
+    let downloads = tempfile::tempdir().unwrap();
+    let c = browser(&driver, downloads.path()).await;
+
+    // First visit: the banner, every Consent Mode signal denied by default.
+    c.goto(&format!("{shop}/")).await.unwrap();
+    wait_for(&c, "#confidant-banner").await;
+    shot(&c, "banner-1-first-visit").await;
+    let layer = data_layer(&c).await;
+    assert_eq!((layer[0][0].as_str(), layer[0][1].as_str()), (Some("consent"), Some("default")), "{layer:?}");
+    for s in ["ad_storage", "ad_user_data", "ad_personalization", "analytics_storage", "personalization_storage"] {
+        assert_eq!(layer[0][2][s], "denied", "{s}: {layer:?}");
+    }
+    let banner = text(&c).await;
+    assert!(banner.contains("Tout accepter") && banner.contains("Tout refuser"), "accept and refuse side by side: {banner}");
+
+    // Refuse all: one receipt per consent purpose, recorded from the shop's origin (CORS).
+    click(&c, "#confidant-refuse").await;
+    assert_eq!(posted(&c).await, 200);
+    assert!(c.find_all(Locator::Css("#confidant-banner")).await.unwrap().is_empty(), "the banner closes");
+    let anon = c.execute("return window.Confidant.anonymousId()", vec![]).await.unwrap().as_str().unwrap().to_owned();
+    let id = t.api_json(&format!("/api/profiles?anonymous_id={anon}")).await["profiles"][0]["id"].as_str().unwrap().to_owned();
+    let (_, consent) = t.dpo("GET", &format!("/api/profiles/{id}/consent"), None).await;
+    let receipts = consent["receipts"].as_array().unwrap();
+    assert!(receipts.iter().all(|r| r["method"] == "banner" && r["granted"] == false && r["notice_version"].is_string()), "{consent}");
+    for p in [MARKETING, "marketing.communications.sms", "advertising.targeted", "personalisation.recommendations"] {
+        assert!(receipts.iter().any(|r| r["purpose"] == p), "{p}: {consent}");
+    }
+    let last = data_layer(&c).await.last().cloned().unwrap();
+    assert_eq!((last[1].as_str(), last[2]["ad_storage"].as_str(), last[2]["analytics_storage"].as_str()), (Some("update"), Some("denied"), Some("granted")), "{last}");
+
+    // The next page: no banner, the stored choice applied at once.
+    c.goto(&format!("{shop}/")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(c.find_all(Locator::Css("#confidant-banner")).await.unwrap().is_empty());
+    let layer = data_layer(&c).await;
+    assert_eq!(layer.last().unwrap()[1], "update", "{layer:?}");
+
+    // A browser that sends GPC: "accept all" still refuses what GPC covers.
+    c.delete_all_cookies().await.unwrap();
+    c.goto(&format!("{shop}/gpc")).await.unwrap();
+    wait_for(&c, "#confidant-banner").await;
+    click(&c, "#confidant-customise").await;
+    let ads = c.find(Locator::Css("input[value='advertising.targeted']")).await.unwrap();
+    assert_eq!(ads.prop("disabled").await.unwrap().as_deref(), Some("true"), "GPC: the switch cannot be turned on");
+    shot(&c, "banner-2-gpc-customise").await;
+    click(&c, "#confidant-accept").await;
+    assert_eq!(posted(&c).await, 200);
+    let anon = c.execute("return window.Confidant.anonymousId()", vec![]).await.unwrap().as_str().unwrap().to_owned();
+    let id = t.api_json(&format!("/api/profiles?anonymous_id={anon}")).await["profiles"][0]["id"].as_str().unwrap().to_owned();
+    let (_, consent) = t.dpo("GET", &format!("/api/profiles/{id}/consent"), None).await;
+    assert_eq!(consent["lawful"]["advertising.targeted"], false, "{consent}");
+    assert_eq!(consent["lawful"][MARKETING], true, "{consent}");
+    let last = data_layer(&c).await.last().cloned().unwrap();
+    assert_eq!((last[2]["ad_storage"].as_str(), last[2]["personalization_storage"].as_str()), (Some("denied"), Some("granted")), "{last}");
+    c.close().await.unwrap();
+}

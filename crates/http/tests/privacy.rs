@@ -429,6 +429,8 @@ async fn every_role_on_every_endpoint() {
         ("POST", "/api/dsr".into(), Some(dsr_body), &["admin", "dpo"]),
         ("GET", "/api/dsr/1".into(), None, &["admin", "dpo"]),
         ("GET", "/api/audit".into(), None, &["admin", "dpo"]),
+        ("GET", "/api/console/users".into(), None, &["admin"]),
+        ("POST", "/api/console/users".into(), Some(json!({"email": "m@boutique.example", "name": "M", "role": "analyst", "password": "a long enough password"})), &["admin"]),
         ("GET", "/api/audit/verify".into(), None, &["admin", "dpo"]),
         ("GET", "/api/ropa".into(), None, &["admin", "dpo"]),
         ("POST", "/api/retention/run?dry_run=true".into(), None, &["admin", "dpo"]),
