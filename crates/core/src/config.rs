@@ -1056,10 +1056,10 @@ mod tests {
         let ok = load("[smtp]\nhost = \"smtp.example.fr\"\nfrom = \"Boutique <news@example.fr>\"\ntls = \"tls\"\n[campaigns]\nfrequency_cap = 0\n", Vec::new()).unwrap().config;
         assert_eq!((ok.smtp.port, ok.smtp.tls, ok.campaigns.frequency_cap), (465, SmtpTls::Tls, 0));
         assert!(!format!("{:?}", ok.smtp).contains("password: Some"), "the password never prints");
-        let text = "[smtp]\nhost = \"smtp example\"\nport = 70000\ntls = \"ssl\"\nusername = \"u\"\n[campaigns]\nfrequency_window_days = 0\ndefault_language = \"de\"\n[destinations]\nallow_private_addresses = \"maybe\"\n[privacy_centre]\ncode_minutes = 0\nsession_minutes = 2000\n";
+        let text = "[smtp]\nhost = \"smtp example\"\nport = 70000\ntls = \"ssl\"\nusername = \"u\"\n[campaigns]\nfrequency_window_days = 0\ndefault_language = \"de\"\n[destinations]\nallow_private_addresses = \"maybe\"\n[privacy_centre]\ncode_minutes = 0\nsession_minutes = 2000\n[console]\nlock_minutes = 0\n[consent_banner]\ngoogle_consent_mode = { ad_storage = \"nope\", wall_storage = \"analytics\" }\n";
         let e = load(text, Vec::new()).unwrap_err();
         let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
-        for p in ["smtp.host", "smtp.port", "smtp.tls", "smtp.username", "campaigns.frequency_window_days", "campaigns.default_language", "destinations.allow_private_addresses", "privacy_centre.code_minutes", "privacy_centre.session_minutes"] {
+        for p in ["smtp.host", "smtp.port", "smtp.tls", "smtp.username", "campaigns.frequency_window_days", "campaigns.default_language", "destinations.allow_private_addresses", "privacy_centre.code_minutes", "privacy_centre.session_minutes", "console.lock_minutes", "consent_banner.google_consent_mode.ad_storage", "consent_banner.google_consent_mode.wall_storage"] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
         let e = load("[smtp]\nhost = \"smtp.example.fr\"\n", Vec::new()).unwrap_err();

@@ -153,7 +153,7 @@ fn failed(c: &Ctx, e: ServiceError) -> Response {
 }
 
 async fn style() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8"), (axum::http::header::CACHE_CONTROL, "public, max-age=3600")], STYLE).into_response()
+    stylesheet(STYLE)
 }
 
 /// The signed-in context of a page open to `roles`, or the response that refuses it: the

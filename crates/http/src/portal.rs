@@ -94,7 +94,7 @@ fn form_token_field(token: &str) -> Markup {
 }
 
 async fn style() -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], STYLE).into_response()
+    stylesheet(STYLE)
 }
 
 /// The pre-session cookie of a signed-out browser: the one it has, or a new one to set.

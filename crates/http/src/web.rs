@@ -145,3 +145,8 @@ pub(crate) fn redirect(to: &str, cookies: Vec<HeaderValue>) -> Response {
     }
     r
 }
+
+/// An embedded stylesheet.
+pub(crate) fn stylesheet(css: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], css).into_response()
+}
