@@ -15,10 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use confidant_core::config::Role;
-use confidant_core::ids::{IdKind, ProfileId};
+use confidant_core::ids::{IdKind, Identifier, ProfileId};
 use confidant_core::time::format_millis;
 use confidant_service::audiences::AudienceInput;
 use confidant_service::console::{ConsoleSession, SignInProblem};
+use confidant_service::privacy::{DsrAction, DsrRequest};
 use confidant_service::ropa::RopaFormat;
 use confidant_service::store::privacy::AuditFilter;
 use confidant_service::{App, ServiceError};
@@ -49,7 +50,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/console/customers/{id}", get(customer))
         .route("/console/customers/{id}/unmerge", post(unmerge))
         .route("/console/audiences", get(audiences).post(audiences_post))
-        .route("/console/requests", get(requests))
+        .route("/console/requests", get(requests).post(requests_post))
         .route("/console/audit", get(audit))
         .route("/console/register", get(register))
         .route("/console/retention", get(retention))
@@ -323,9 +324,10 @@ async fn dashboard(State(app): State<App>, Query(q): Query<LangQuery>, headers: 
         let rates = app.store().consent_rates().await?;
         let open = app.dsr_list(true, 50).await?;
         let minimisation = app.minimisation().await?;
-        Ok::<_, ServiceError>((counts, per_day, rates, open, minimisation))
+        let quality = app.quality().await?;
+        Ok::<_, ServiceError>((counts, per_day, rates, open, minimisation, quality))
     };
-    let (counts, per_day, rates, open, minimisation) = match loaded.await {
+    let (counts, per_day, rates, open, minimisation, quality) = match loaded.await {
         Ok(x) => x,
         Err(e) => return failed(&c, e),
     };
@@ -367,8 +369,15 @@ async fn dashboard(State(app): State<App>, Query(q): Query<LangQuery>, headers: 
                 tbody { @for d in &open { tr.overdue[d.overdue] { td { (d.id) } td { (d.kind.as_str()) } td { (day(d.requested_at)) } td { (day(d.deadline)) @if d.overdue { " ⚠" } } } } }
             }
         }
-        h2 { (lang.t("Qualité des données", "Data quality")) }
-        p { a href="/api/quality" { "/api/quality" } }
+        h2 { (lang.t("Qualité des données par source", "Data quality by source")) }
+        table {
+            thead { tr { th scope="col" { "Source" } th scope="col" { (lang.t("Profils", "Profiles")) } th scope="col" { (lang.t("Événements", "Events")) } th scope="col" { (lang.t("Dernier", "Latest")) }
+                th scope="col" { (lang.t("Doublons fusionnés", "Duplicates merged")) } th scope="col" { (lang.t("Lignes en quarantaine", "Rows quarantined")) } th scope="col" { (lang.t("Messages refusés", "Messages refused")) } } }
+            tbody { @for q in &quality { tr {
+                th scope="row" { (q.source) } td { (q.profiles) } td { (q.events) } td { (q.last_event.map(day).unwrap_or_default()) } td { (q.merges) }
+                td { (q.quarantined.values().sum::<u64>()) } td { (q.rejected.values().sum::<u64>()) }
+            } } }
+        }
     };
     page(&c, lang.t("Tableau de bord", "Dashboard"), body)
 }
@@ -596,8 +605,23 @@ async fn requests(State(app): State<App>, Query(q): Query<LangQuery>, headers: H
     }
     let lang = c.lang;
     let body = html! {
-        p { (lang.t("Les demandes se traitent par l'API (POST /api/dsr) ou la ligne de commande ; celles du centre de confidentialité sont traitées à la demande du client.",
-                     "Requests are handled through the API (POST /api/dsr) or the command line; those from the privacy centre are carried out when the customer asks.")) }
+        h2 { (lang.t("Traiter une demande reçue", "Handle a request received")) }
+        form method="post" action="/console/requests" {
+            input type="hidden" name="csrf" value=(c.csrf);
+            label for="kind" { (lang.t("Demande", "Request")) }
+            select id="kind" name="kind" {
+                option value="access" { (lang.t("Accès (export JSON)", "Access (JSON export)")) }
+                option value="erasure" { (lang.t("Effacement", "Erasure")) }
+                option value="restriction" { (lang.t("Limitation", "Restriction")) }
+                option value="lift" { (lang.t("Levée de la limitation", "Lift the restriction")) }
+            }
+            label for="identifier" { (lang.t("Personne (email:…, user_id:…, phone:+33…)", "Person (email:…, user_id:…, phone:+33…)")) }
+            input id="identifier" name="identifier" required maxlength="300";
+            button type="submit" { (lang.t("Exécuter", "Carry out")) }
+        }
+        p.meta { (lang.t("Rectification et opposition : API POST /api/dsr ; le client peut aussi agir depuis l'espace confidentialité.",
+                     "Rectification and objection: API POST /api/dsr; customers can also act from the privacy centre.")) }
+        h2 { (lang.t("Demandes", "Requests")) }
         table { thead { tr { th scope="col" { "#" } th scope="col" { (lang.t("Type", "Kind")) } th scope="col" { (lang.t("Statut", "Status")) } th scope="col" { (lang.t("Canal", "Channel")) } th scope="col" { (lang.t("Reçue", "Received")) } th scope="col" { (lang.t("Échéance", "Deadline")) } } }
             tbody { @for d in &list { tr.overdue[d.overdue] { td { (d.id) } td { (d.kind.as_str()) } td { (d.status) } td { (d.channel) } td { (minute(d.requested_at)) } td { (day(d.deadline)) } } } } }
     };
@@ -657,14 +681,9 @@ async fn register(State(app): State<App>, Query(q): Query<LangQuery>, headers: H
         Err(e) => return failed(&c, e),
     };
     let body = html! {
-        p { a href="/api/ropa?format=html" { (lang_t(c.lang, "Version HTML imprimable (API)", "Printable HTML version (API)")) } }
         pre.register { (md) }
     };
     page(&c, c.lang.t("Registre des traitements", "Register of processing"), body)
-}
-
-fn lang_t(lang: Lang, fr: &'static str, en: &'static str) -> &'static str {
-    lang.t(fr, en)
 }
 
 async fn retention(State(app): State<App>, Query(q): Query<LangQuery>, headers: HeaderMap) -> Response {
@@ -688,4 +707,40 @@ async fn retention(State(app): State<App>, Query(q): Query<LangQuery>, headers: 
             tbody { @for (k, v) in &report.events_by_category { tr { td { (k) } td { (v) } } } } }
     };
     page(&c, lang.t("Conservation", "Retention"), body)
+}
+
+async fn requests_post(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let (c, f) = match post_ctx(&app, &headers, &body, PEOPLE).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let lang = c.lang;
+    let identifier = match Identifier::parse_tagged(field(&f, "identifier").unwrap_or("").trim(), &app.config().ingest.default_region) {
+        Ok(i) => i,
+        Err(_) => return problem_page(&app, lang, StatusCode::BAD_REQUEST, lang.t("Identifiant invalide : email:…, user_id:… ou phone:+33….", "Invalid identifier: email:…, user_id:… or phone:+33….")),
+    };
+    let action = match field(&f, "kind") {
+        Some("access") => DsrAction::Export,
+        Some("erasure") => DsrAction::Erase { suppress: false },
+        Some("restriction") => DsrAction::Restrict { lift: false },
+        Some("lift") => DsrAction::Restrict { lift: true },
+        _ => return problem_page(&app, lang, StatusCode::BAD_REQUEST, lang.t("Type de demande inconnu.", "Unknown kind of request.")),
+    };
+    match app.dsr(DsrRequest { identifier, channel: "console".into(), action }, &c.session.principal()).await {
+        Ok(out) => match out.export {
+            Some(export) => {
+                let mut r = serde_json::to_vec_pretty(&export).unwrap_or_default().into_response();
+                let h = r.headers_mut();
+                h.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                h.insert(axum::http::header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"export.json\""));
+                h.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            }
+            None => {
+                let body = html! { p role="status" { (out.message) } p { a href="/console/requests" { (lang.t("Retour aux demandes", "Back to the requests")) } } };
+                page(&c, lang.t("Demande traitée", "Request handled"), body)
+            }
+        },
+        Err(e) => failed(&c, e),
+    }
 }

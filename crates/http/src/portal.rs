@@ -28,6 +28,8 @@ const SESSION: &str = "cf_ps";
 const PRE: &str = "cf_pre";
 const PENDING: &str = "cf_pending";
 const PATH: &str = "/privacy";
+/// The purpose advertising categories refine (as `/v1/consent` records them).
+const AD_PURPOSE: &str = "advertising.targeted";
 const STYLE: &str = include_str!("portal.css");
 
 pub(crate) fn routes() -> Router<App> {
@@ -371,6 +373,19 @@ async fn dashboard(app: &App, lang: Lang, s: &PortalSession, cookies: Vec<Header
                             input type="hidden" name="shown" value=(p.id);
                             input type="checkbox" id={ "p-" (p.id) } name="granted" value=(p.id) checked[granted == Some(true)];
                             label for={ "p-" (p.id) } { (lang.t("J'accepte", "I agree")) }
+                            @if p.id == AD_PURPOSE && !config.advertising_categories.is_empty() {
+                                fieldset.categories {
+                                    legend { (lang.t("Thèmes de publicité acceptés", "Advertising topics allowed")) }
+                                    @for cat in &config.advertising_categories {
+                                        @let allowed = state.decision(AD_PURPOSE, cat).is_none_or(|d| d.granted);
+                                        span.cat {
+                                            input type="hidden" name="shown_category" value=(cat);
+                                            input type="checkbox" id={ "c-" (cat) } name="category" value=(cat) checked[allowed];
+                                            label for={ "c-" (cat) } { (cat.replace('_', " ")) }
+                                        }
+                                    }
+                                }
+                            }
                         } @else if granted == Some(false) {
                             p.meta { (lang.t("Vous vous y êtes opposé(e).", "You have objected to it.")) }
                         }
@@ -425,13 +440,29 @@ async fn consent(State(app): State<App>, ext: axum::http::Extensions, headers: H
             purposes.insert(v.clone(), f.iter().any(|(k2, v2)| k2 == "granted" && v2 == v));
         }
     }
-    if purposes.is_empty() {
+    let mut categories = BTreeMap::new();
+    for (k, v) in &f {
+        if k == "shown_category" {
+            if !app.policy().is_ad_category(v) {
+                return problem(&app, lang, StatusCode::BAD_REQUEST, lang.t("Thème inconnu.", "Unknown topic."));
+            }
+            categories.insert(v.clone(), f.iter().any(|(k2, v2)| k2 == "category" && v2 == v));
+        }
+    }
+    // Only what changed: a receipt per decision the person actually made.
+    let state = match app.subject_state(s.profile).await {
+        Ok(st) => st,
+        Err(e) => return unavailable(&app, lang, e),
+    };
+    purposes.retain(|p, granted| state.decision(p, "").map(|d| d.granted) != Some(*granted));
+    categories.retain(|c, allowed| state.decision(AD_PURPOSE, c).is_none_or(|d| d.granted) != *allowed);
+    if purposes.is_empty() && categories.is_empty() {
         return redirect("/privacy", Vec::new());
     }
     let request = ConsentRequest {
         identifiers: vec![s.identifier()],
         purposes,
-        advertising_categories: BTreeMap::new(),
+        advertising_categories: categories,
         method: "privacy_centre".into(),
         notice_version: Some(app.policy().config().notice_version.clone()),
         tc_string: None,

@@ -70,6 +70,7 @@ async fn an_admin_signs_in_finds_a_customer_and_works_from_the_console() {
     let home = b.get("/console").await;
     assert_eq!(home.status, 200, "{}", home.text);
     assert!(home.text.contains("<svg") && home.text.contains("Consentement par finalité"), "charts on the dashboard");
+    assert!(home.text.contains("Qualité des données par source"), "data quality on the dashboard");
     assert!(home.headers["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
 
     let found = b.get("/console/customers?q=lea.roux%40example.fr").await;
@@ -124,6 +125,22 @@ async fn an_admin_signs_in_finds_a_customer_and_works_from_the_console() {
     let (_, list) = t.as_key(ADMIN_KEY, "GET", "/api/audiences", None).await;
     assert!(!names(&list).contains(&"forged".to_owned()), "nothing saved: {list}");
     assert!(actions(&t).await.iter().any(|(_, a, _)| a == "console.form_refused"));
+
+    // Rights requests handled from the console: an access export, then the erasure.
+    let page = b.get("/console/requests").await;
+    let token = page.csrf();
+    let p = b.post("/console/requests", &[("csrf", &token), ("kind", "access"), ("identifier", "email:lea.roux@example.fr")]).await;
+    assert_eq!(p.status, 200);
+    assert!(p.headers["content-disposition"].to_str().unwrap().contains("attachment") && p.text.contains("lea.roux@example.fr"));
+    assert_eq!(b.post("/console/requests", &[("csrf", &token), ("kind", "access"), ("identifier", "lea")]).await.status, 400, "an untagged identifier");
+    let p = b.post("/console/requests", &[("csrf", &token), ("kind", "erasure"), ("identifier", "email:lea.roux@example.fr")]).await;
+    assert_eq!(p.status, 200, "{}", p.text);
+    assert_eq!(t.api_json("/api/profiles?email=lea.roux@example.fr").await["profiles"], json!([]));
+    // (anon-lea-77 is its own profile again since the unmerge: not hers to erase.)
+    let hits = t.scan(&["lea.roux@example.fr", "Léa"]);
+    assert!(hits.is_empty(), "left behind: {hits:#?}");
+    let (_, dsr) = t.dpo("GET", "/api/dsr", None).await;
+    assert!(dsr["requests"].as_array().unwrap().iter().any(|r| r["channel"] == "console" && r["actor"] == "admin:admin one"), "{dsr}");
 
     // Signing out ends the session on the server.
     let old = b.cookies.get("cf_cs").cloned().unwrap();

@@ -85,6 +85,26 @@ async fn a_customer_signs_in_with_an_emailed_code_and_acts_on_their_own_data() {
     let last = receipts["receipts"].as_array().unwrap().iter().find(|r| r["method"] == "privacy_centre").expect("a receipt from the centre").clone();
     assert_eq!((last["granted"].as_bool(), last["notice_version"].is_string()), (Some(false), true), "{last}");
 
+    // Advertising topics: refuse one, keep the others; only that decision is recorded.
+    let me = b.get("/privacy").await;
+    assert!(me.text.contains("name=\"category\" value=\"alcohol\""), "a switch per advertising category");
+    let before = receipts["receipts"].as_array().unwrap().len();
+    let csrf = me.csrf();
+    let mut form = vec![("csrf", csrf.as_str()), ("shown", MARKETING)];
+    for c in ["fashion", "alcohol", "gambling"] {
+        form.push(("shown_category", c));
+        if c != "alcohol" {
+            form.push(("category", c));
+        }
+    }
+    assert_eq!(b.post("/privacy/consent", &form).await.status, 303);
+    let (_, receipts) = t.dpo("GET", &format!("/api/profiles/{id}/consent"), None).await;
+    let all = receipts["receipts"].as_array().unwrap();
+    assert_eq!(all.len(), before + 1, "one new receipt: {receipts}");
+    assert!(all.iter().any(|r| r["purpose"] == "advertising.targeted" && r["scope"] == "alcohol" && r["granted"] == false && r["method"] == "privacy_centre"), "{receipts}");
+    let p = b.post("/privacy/consent", &[("csrf", csrf.as_str()), ("shown_category", "casinos")]).await;
+    assert_eq!(p.status, 400, "an unknown topic");
+
     // Correct a detail, then download the export.
     let me = b.get("/privacy?lang=en").await;
     assert!(me.text.contains("lang=\"en\"") && me.text.contains("Download my data"));
