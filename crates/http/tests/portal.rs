@@ -230,6 +230,13 @@ async fn a_signed_in_customer_cannot_use_another_sessions_form_token() {
     ask_code(&mut yann, "yann.le.goff@example.fr").await;
     let c = sink.code(2).await;
     assert_eq!(enter_code(&mut yann, &c).await.status, 303);
+    // Naming Yann in the request changes nothing: the centre acts on the session's subject only.
+    let yann_id = t.api_json("/api/profiles?email=yann.le.goff@example.fr").await["profiles"][0]["id"].as_str().unwrap().to_owned();
+    let token = zoe.get("/privacy").await.csrf();
+    let p = zoe.post("/privacy/export?profile=x", &[("csrf", &token), ("profile", &yann_id), ("identifier", "email:yann.le.goff@example.fr"), ("email", "yann.le.goff@example.fr")]).await;
+    assert_eq!(p.status, 200);
+    assert!(p.text.contains("zoe.martin@example.fr") && !p.text.contains("yann"), "her own export only");
+    assert_eq!(zoe.get(&format!("/privacy?profile={yann_id}")).await.text.contains("yann"), false);
     // Yann's page token does not work with Zoé's session, and vice versa.
     let yann_token = yann.get("/privacy").await.csrf();
     assert_eq!(zoe.post("/privacy/erase", &[("csrf", &yann_token), ("confirm", "yes")]).await.status, 403);
