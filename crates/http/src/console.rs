@@ -34,6 +34,10 @@ const PATH: &str = "/console";
 const SESSION: &str = "cf_cs";
 const PRE: &str = "cf_cpre";
 const STYLE: &str = concat!(include_str!("portal.css"), include_str!("console.css"));
+/// The console's one script: the live size preview of the audience form.
+const SCRIPT: &str = include_str!("console.js");
+const CONSOLE_CSP: &str =
+    "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const ALL: &[Role] = &[Role::Analyst, Role::Marketer, Role::Admin, Role::Dpo];
 const PEOPLE: &[Role] = &[Role::Admin, Role::Dpo];
@@ -44,6 +48,8 @@ pub(crate) fn routes() -> Router<App> {
         .route("/api/console/users", get(users_list).post(users_create))
         .route("/console", get(dashboard))
         .route("/console/style.css", get(style))
+        .route("/console/console.js", get(script))
+        .route("/console/audiences/preview", post(audience_preview))
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
         .route("/console/customers", get(customers))
@@ -101,6 +107,7 @@ fn layout(app: &App, lang: Lang, status: StatusCode, title: &str, who: Option<(&
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " — Confidant" }
                 link rel="stylesheet" href="/console/style.css";
+                script src="/console/console.js" defer {}
             }
             body.console {
                 header {
@@ -128,7 +135,7 @@ fn layout(app: &App, lang: Lang, status: StatusCode, title: &str, who: Option<(&
             }
         }
     };
-    html_page(status, markup.into_string(), cookies)
+    html_page_csp(status, markup.into_string(), cookies, CONSOLE_CSP)
 }
 
 fn page(c: &Ctx, title: &str, body: Markup) -> Response {
@@ -155,6 +162,10 @@ fn failed(c: &Ctx, e: ServiceError) -> Response {
 
 async fn style() -> Response {
     stylesheet(STYLE)
+}
+
+async fn script() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (axum::http::header::CACHE_CONTROL, "public, max-age=3600")], SCRIPT).into_response()
 }
 
 /// The signed-in context of a page open to `roles`, or the response that refuses it: the
@@ -532,6 +543,8 @@ async fn audiences_view(c: &Ctx, form_values: Option<(&str, &str, &str)>, previe
             tbody { @for a in &list { tr { td { (a.name) } td { (a.purpose) } td { code { (a.rule) } } td { (a.size) } } } } }
         h2 { (lang.t("Nouvelle audience", "New audience")) }
         @if let Some(p) = &preview { (p) }
+        p.preview id="live-preview" role="status" aria-live="polite" data-people=(lang.t("personnes", "people")) data-match=(lang.t("correspondent", "match"))
+            data-excluded=(lang.t("exclues faute de base légale", "left out for want of a legal basis")) {}
         form method="post" action="/console/audiences" {
             input type="hidden" name="csrf" value=(c.csrf);
             label for="name" { (lang.t("Nom (minuscules, chiffres, tirets)", "Name (lower case, digits, dashes)")) }
@@ -742,5 +755,22 @@ async fn requests_post(State(app): State<App>, headers: HeaderMap, body: Bytes) 
             }
         },
         Err(e) => failed(&c, e),
+    }
+}
+
+/// The live preview behind the audience form (JSON; the form's own token).
+async fn audience_preview(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let (_, f) = match post_ctx(&app, &headers, &body, ALL).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match app.preview_audience(field(&f, "purpose").unwrap_or(""), field(&f, "rule").unwrap_or("")).await {
+        Ok(p) => Json(json!({"size": p.size, "matching": p.matching, "not_lawful": p.not_lawful})).into_response(),
+        Err(ServiceError::InvalidRule(e)) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": "invalid_rule", "message": e.to_string()}))).into_response(),
+        Err(ServiceError::Invalid { code, message }) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": code, "message": message}))).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "audience preview failed");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "unavailable", "message": "try again"}))).into_response()
+        }
     }
 }

@@ -123,10 +123,15 @@ pub(crate) fn peer(ext: &axum::http::Extensions) -> Option<std::net::IpAddr> {
 
 /// An HTML page with the headers every page carries.
 pub(crate) fn html_page(status: StatusCode, html: String, cookies: Vec<HeaderValue>) -> Response {
+    html_page_csp(status, html, cookies, CSP)
+}
+
+/// The same with another Content-Security-Policy (the console's allows its own script).
+pub(crate) fn html_page_csp(status: StatusCode, html: String, cookies: Vec<HeaderValue>, csp: &'static str) -> Response {
     let mut r = (status, html).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

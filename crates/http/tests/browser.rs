@@ -199,6 +199,16 @@ async fn an_admin_signs_in_finds_a_customer_opens_the_360_view_and_saves_an_audi
     c.find(Locator::Css("#name")).await.unwrap().send_keys("nantais").await.unwrap();
     c.find(Locator::Css("select#purpose option[value='analytics']")).await.unwrap().click().await.unwrap();
     c.find(Locator::Css("#rule")).await.unwrap().send_keys("trait.city = \"Nantes\"").await.unwrap();
+    // The size appears as the rule is typed (the console's one script), then the button.
+    let mut live = String::new();
+    for _ in 0..100 {
+        live = c.find(Locator::Css("#live-preview")).await.unwrap().text().await.unwrap();
+        if live.contains("correspondent") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(live.starts_with("1 personnes (1 correspondent"), "live preview: {live:?}");
     submit(&c, "button[value='preview']").await;
     assert!(text(&c).await.contains("correspondent"), "the size preview");
     shot(&c, "console-4-audience-preview").await;

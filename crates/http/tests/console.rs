@@ -109,6 +109,13 @@ async fn an_admin_signs_in_finds_a_customer_and_works_from_the_console() {
     assert!(names(&list).contains(&"lyon".to_owned()), "{list}");
     let p = b.post("/console/audiences", &[("csrf", &token), ("name", "bad"), ("purpose", "analytics"), ("rule", "trait.city ="), ("action", "preview")]).await;
     assert_eq!(p.status, 422, "a rule that does not parse is said");
+    // The live preview behind the form: JSON, with the form's token only.
+    let p = b.post("/console/audiences/preview", &[("csrf", &token), ("purpose", "analytics"), ("rule", rule)]).await;
+    assert_eq!(p.status, 200);
+    let v: Value = serde_json::from_str(&p.text).unwrap();
+    assert_eq!((v["matching"].as_u64(), v["size"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert_eq!(b.post("/console/audiences/preview", &[("csrf", &token), ("purpose", "analytics"), ("rule", "nonsense (")]).await.status, 422);
+    assert_eq!(b.post("/console/audiences/preview", &[("purpose", "analytics"), ("rule", rule)]).await.status, 403);
 
     // The DPO pages.
     for (path, needle) in [("/console/requests", "Demandes"), ("/console/audit?action=console.profile_viewed", "console.profile_viewed"), ("/console/register", "Registre"), ("/console/retention", "Aperçu")] {
