@@ -46,6 +46,7 @@ const AUDIENCE_WRITE: &[Role] = &[Role::Marketer, Role::Admin];
 pub(crate) fn routes() -> Router<App> {
     Router::new()
         .route("/api/console/users", get(users_list).post(users_create))
+        .route("/api/console/users/{id}/disable", post(users_disable))
         .route("/console", get(dashboard))
         .route("/console/style.css", get(style))
         .route("/console/console.js", get(script))
@@ -81,6 +82,13 @@ async fn users_create(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     let u: NewUser = serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest { code: "invalid_body", message: "expected {email, name, role, password}".into() })?;
     let user = app.console_create_user(&u.email, &u.name, &u.role, &u.password, &who).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": user.id, "email": user.email, "name": user.name, "role": user.role}))).into_response())
+}
+
+async fn users_disable(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let who = authorise(&app, &headers, &[Role::Admin])?;
+    let id: i64 = id.parse().map_err(|_| ApiError::BadRequest { code: "invalid_user_id", message: "an account id is a number".into() })?;
+    app.console_disable_user(id, &who).await?;
+    Ok(Json(json!({"disabled": id})))
 }
 
 async fn users_list(State(app): State<App>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {

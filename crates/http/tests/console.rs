@@ -50,6 +50,18 @@ async fn accounts_are_created_with_an_admin_key_and_checked() {
     assert!(!list.to_string().contains("argon2"), "hashes never leave: {list}");
     let hits = t.scan(&[PASSWORD]);
     assert!(hits.is_empty(), "the password is stored only as a hash: {hits:?}");
+
+    // Disabling an account ends its sessions at once.
+    let (mut b, p) = sign_in(&t, "ana@boutique.example", PASSWORD).await;
+    assert_eq!(p.status, 303);
+    assert_eq!(b.get("/console").await.status, 200);
+    let uid = v["id"].as_i64().unwrap();
+    assert_eq!(t.as_key(DPO_KEY, "POST", &format!("/api/console/users/{uid}/disable"), None).await.0, 403);
+    assert_eq!(t.as_key(ADMIN_KEY, "POST", "/api/console/users/999/disable", None).await.0, 404);
+    assert_eq!(t.as_key(ADMIN_KEY, "POST", "/api/console/users/abc/disable", None).await.0, 400);
+    assert_eq!(t.as_key(ADMIN_KEY, "POST", &format!("/api/console/users/{uid}/disable"), None).await.0, 200);
+    assert_eq!(b.get("/console").await.location(), "/console/login", "the session ended");
+    assert_eq!(sign_in(&t, "ana@boutique.example", PASSWORD).await.1.status, 401, "and it cannot sign in");
 }
 
 #[tokio::test]

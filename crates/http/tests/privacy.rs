@@ -430,6 +430,7 @@ async fn every_role_on_every_endpoint() {
         ("GET", "/api/dsr/1".into(), None, &["admin", "dpo"]),
         ("GET", "/api/audit".into(), None, &["admin", "dpo"]),
         ("GET", "/api/console/users".into(), None, &["admin"]),
+        ("POST", "/api/console/users/999/disable".into(), None, &["admin"]),
         ("POST", "/api/console/users".into(), Some(json!({"email": "m@boutique.example", "name": "M", "role": "analyst", "password": "a long enough password"})), &["admin"]),
         ("GET", "/api/audit/verify".into(), None, &["admin", "dpo"]),
         ("GET", "/api/ropa".into(), None, &["admin", "dpo"]),

@@ -87,6 +87,12 @@ impl App {
         Ok(user)
     }
 
+    /// Disables an account at once: its sessions end and it can no longer sign in.
+    pub async fn console_disable_user(&self, id: i64, by: &Principal) -> Result<(), ServiceError> {
+        self.store().console_user_disable(id).await?;
+        self.audit(&by.actor(), "console.user_disabled", None, json!({"user": id})).await
+    }
+
     pub async fn console_users(&self) -> Result<Vec<ConsoleUser>, ServiceError> {
         Ok(self.store().console_users().await?)
     }

@@ -331,6 +331,10 @@ impl Store {
     pub async fn console_session(&self, token_hash: Vec<u8>) -> Result<Option<portal::ConsoleSessionView>> {
         self.backend.console_session(token_hash).await
     }
+    /// Disables a console account and ends its sessions.
+    pub async fn console_user_disable(&self, id: i64) -> Result<()> {
+        self.backend.console_user_disable(id).await
+    }
     pub async fn console_session_end(&self, token_hash: Vec<u8>) -> Result<()> {
         self.backend.console_session_end(token_hash).await
     }

@@ -681,6 +681,9 @@ impl Sqlite {
     pub(crate) async fn console_session(&self, token_hash: Vec<u8>) -> Result<Option<crate::portal::ConsoleSessionView>> {
         self.read(move |c| portal::console_session(c, &token_hash, now_millis())).await
     }
+    pub(crate) async fn console_user_disable(&self, id: i64) -> Result<()> {
+        self.exec(ExecFlags::default(), move |c, _| portal::user_disable(c, id, now_millis())).await
+    }
     pub(crate) async fn console_session_end(&self, token_hash: Vec<u8>) -> Result<()> {
         self.exec(ExecFlags::default(), move |c, _| portal::console_session_end(c, &token_hash)).await
     }

@@ -154,6 +154,16 @@ pub(super) fn console_session(conn: &Connection, token_hash: &[u8], now: i64) ->
         .optional()?)
 }
 
+/// Disables an account (its sessions end with it); `NotFound` when there is none.
+pub(super) fn user_disable(conn: &Connection, id: i64, now: i64) -> Result<()> {
+    let n = conn.prepare_cached("UPDATE console_users SET disabled_at = coalesce(disabled_at, ?2) WHERE id = ?1")?.execute(params![id, now])?;
+    if n == 0 {
+        return Err(crate::StoreError::NotFound("account"));
+    }
+    conn.prepare_cached("DELETE FROM console_sessions WHERE user_id = ?1")?.execute([id])?;
+    Ok(())
+}
+
 pub(super) fn console_session_end(conn: &Connection, token_hash: &[u8]) -> Result<()> {
     conn.prepare_cached("DELETE FROM console_sessions WHERE token_hash = ?1")?.execute([token_hash])?;
     Ok(())
