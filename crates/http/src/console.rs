@@ -190,7 +190,14 @@ async fn ctx(app: &App, headers: &HeaderMap, lang_q: Option<&str>, roles: &[Role
         },
         None => None,
     };
-    let Some(session) = session else { return Err(redirect("/console/login", Vec::new())) };
+    let Some(session) = session else {
+        if cookie(headers, SESSION).is_some() {
+            // A session cookie that opens nothing: forged, expired, ended or of a disabled account.
+            let _ = app.audit("console", "console.session_refused", None, json!({"reason": "unknown_or_expired"})).await;
+            return Err(redirect("/console/login", vec![clear_cookie(app, PATH, SESSION)]));
+        }
+        return Err(redirect("/console/login", Vec::new()));
+    };
     if !roles.contains(&session.role) {
         let _ = app.audit(&session.principal().actor(), "console.refused", None, json!({"reason": "role"})).await;
         return Err(problem_page(app, lang, StatusCode::FORBIDDEN, lang.t("Votre rôle ne donne pas accès à cette page.", "Your role does not give access to this page.")));

@@ -127,6 +127,11 @@ async fn home(State(app): State<App>, Query(q): Query<LangQuery>, headers: Heade
     match session_of(&app, &headers).await {
         Ok(Some((_, s))) => dashboard(&app, lang, &s, cookies).await,
         Ok(None) => {
+            if cookie(&headers, SESSION).is_some() {
+                // A session cookie that opens nothing: forged, expired or ended.
+                let _ = app.audit("subject:privacy-centre", "privacy_centre.session_refused", None, serde_json::json!({"reason": "unknown_or_expired"})).await;
+                cookies.push(clear_cookie(&app, PATH, SESSION));
+            }
             let (pre, set) = pre_session(&app, &headers);
             cookies.extend(set);
             sign_in_page(&app, lang, &pre, StatusCode::OK, None, cookies)

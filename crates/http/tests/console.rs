@@ -197,6 +197,7 @@ async fn roles_lockout_and_forged_sessions() {
     assert_eq!(nobody.get(&format!("/console/customers/{id}")).await.location(), "/console/login");
     nobody.cookies.insert("cf_cs".into(), "Zm9yZ2VkLXNlc3Npb24tdG9rZW4tdGhhdC1kb2VzLW5vdC1leGlzdA".into());
     assert_eq!(nobody.get(&format!("/console/customers/{id}")).await.location(), "/console/login");
+    assert!(actions(&t).await.iter().any(|(_, a, _)| a == "console.session_refused"), "a forged session is audited");
     // A customer's privacy-centre session opens nothing in the console.
     let mut customer = Browser::new(&t);
     customer.cookies.insert("cf_ps".into(), al.cookies.get("cf_cs").cloned().unwrap());

@@ -203,6 +203,8 @@ async fn sign_in_refuses_bad_codes_and_forms_and_never_says_whether_an_address_i
     let mut forged = Browser::new(&t);
     forged.cookies.insert("cf_ps".into(), "bm90LWEtcmVhbC1zZXNzaW9uLXRva2VuLWF0LWFsbA".into());
     assert!(forged.get("/privacy").await.text.contains("Recevoir un code"));
+    assert!(audit_actions(&t).await.contains(&"privacy_centre.session_refused".to_owned()), "a forged session is audited");
+    forged.cookies.insert("cf_ps".into(), "bm90LWEtcmVhbC1zZXNzaW9uLXRva2VuLWF0LWFsbA".into());
     let p = forged.post("/privacy/export", &[("csrf", "x")]).await;
     assert_eq!(p.status, 401);
     assert!(!p.text.contains("zoe"), "{}", p.text);
