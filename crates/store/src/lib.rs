@@ -11,6 +11,7 @@
 pub mod activation;
 pub mod audiences;
 pub mod portal;
+pub mod postgres;
 pub mod privacy;
 mod sqlite;
 
@@ -43,6 +44,9 @@ pub enum StoreError {
     WalNotTruncated(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A PostgreSQL error, by message and SQLSTATE (never the row values of its detail).
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
