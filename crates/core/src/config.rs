@@ -247,6 +247,72 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The URL customers and SDKs reach this server at, for links. Default: from `listen`.
     pub public_url: Option<String>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed: the
+    /// client is then the rightmost address of that header not in this list. Default none:
+    /// the client is the socket's peer.
+    pub trusted_proxies: Vec<IpRange>,
+}
+
+/// An address range, `10.0.0.0/8` or a single address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpRange {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    pub fn parse(s: &str) -> Option<IpRange> {
+        let (a, p) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(IpRange { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let bits = |ip: std::net::IpAddr| -> (u128, u32) {
+            match ip {
+                std::net::IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+                std::net::IpAddr::V6(v) => match v.to_ipv4_mapped() {
+                    Some(v4) => (u128::from(u32::from(v4)), 32),
+                    None => (u128::from(v), 128),
+                },
+            }
+        };
+        let ((a, wa), (b, wb)) = (bits(self.addr), bits(ip));
+        if wa != wb {
+            return false;
+        }
+        let shift = wa - u32::from(self.prefix);
+        if shift >= 128 {
+            return true;
+        }
+        (a >> shift) == (b >> shift)
+    }
+}
+
+/// The client's address: the peer, or, behind a trusted proxy, the rightmost address of
+/// `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(peer: std::net::IpAddr, forwarded_for: Option<&str>, trusted: &[IpRange]) -> std::net::IpAddr {
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|r| r.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for hop in forwarded_for.unwrap_or("").rsplit(',') {
+        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else { break };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
 }
 
 #[derive(Clone, PartialEq)]
@@ -354,7 +420,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./data"),
-            server: ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), public_url: None },
+            server: ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), public_url: None, trusted_proxies: Vec::new() },
             sources: Vec::new(),
             api_keys: Vec::new(),
             ingest: IngestConfig {
@@ -696,6 +762,14 @@ impl Decoder {
                 c.server.public_url = Some(url.trim_end_matches('/').to_owned());
             } else {
                 self.problem("server.public_url", "must start with http:// or https://");
+            }
+        }
+        if let Some(list) = self.take::<Vec<String>>(&mut server, "server", "trusted_proxies") {
+            for (i, s) in list.iter().enumerate() {
+                match IpRange::parse(s) {
+                    Some(r) => c.server.trusted_proxies.push(r),
+                    None => self.problem(format!("server.trusted_proxies[{i}]"), "must be an address or a CIDR range such as 10.0.0.0/8"),
+                }
             }
         }
         self.finish(server, "server");
@@ -1065,6 +1139,24 @@ mod tests {
         let e = load("[smtp]\nhost = \"smtp.example.fr\"\n", Vec::new()).unwrap_err();
         assert_eq!(e.problems[0].path, "smtp.from");
         assert!(load("[smtp]\nhost = \"h\"\nfrom = \"not an address\"\n", Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_client_is_found_behind_trusted_proxies_only() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let trusted = vec![IpRange::parse("10.0.0.0/8").unwrap(), IpRange::parse("::1").unwrap()];
+        assert!(IpRange::parse("10.0.0.0/33").is_none() && IpRange::parse("nope").is_none());
+        assert!(trusted[0].contains(ip("10.200.3.4")) && !trusted[0].contains(ip("11.0.0.1")) && trusted[0].contains(ip("::ffff:10.1.1.1")));
+        // Not behind a trusted proxy: the header is ignored (anyone can send it).
+        assert_eq!(client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &trusted), ip("203.0.113.9"));
+        // Behind one: the rightmost untrusted hop; a forged leftmost entry is not believed.
+        assert_eq!(client_ip(ip("10.0.0.2"), Some("6.6.6.6, 198.51.100.7, 10.0.0.9"), &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("::1"), Some("garbage, 198.51.100.7"), &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
+        let c = load("[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n", Vec::new()).unwrap().config;
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        let e = load("[server]\ntrusted_proxies = [\"10.0.0.0/40\"]\n", Vec::new()).unwrap_err();
+        assert_eq!(e.problems[0].path, "server.trusted_proxies[0]");
     }
 
     #[test]

@@ -165,7 +165,7 @@ async fn request_code(State(app): State<App>, ext: axum::http::Extensions, heade
         return csrf_refused(&app, lang, None).await;
     }
     let email = field(&f, "email").unwrap_or("");
-    match app.portal_request_code(email, peer(&ext), lang.code()).await {
+    match app.portal_request_code(email, peer(&app, &ext, &headers), lang.code()).await {
         Ok(pending) => {
             let minutes = i64::from(app.config().privacy_centre.code_minutes);
             redirect("/privacy/verify", vec![set_cookie(&app, PATH, PENDING, &pending, Some(minutes * 60))])
@@ -472,7 +472,7 @@ async fn consent(State(app): State<App>, ext: axum::http::Extensions, headers: H
         notice_version: Some(app.policy().config().notice_version.clone()),
         tc_string: None,
         gpc: false,
-        evidence: Evidence { ip: peer(&ext), user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned) },
+        evidence: Evidence { ip: peer(&app, &ext, &headers), user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned) },
         at: confidant_service::now_millis(),
     };
     match app.record_consent(None, request, "subject:privacy-centre").await {

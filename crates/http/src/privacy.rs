@@ -3,10 +3,9 @@
 //! retention.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -92,9 +91,9 @@ fn id_value(v: &Value, field: &str) -> Result<String, ApiError> {
 
 /// `POST /v1/consent`: the shop's banner (write key) records a subject's decisions.
 pub(crate) async fn consent(State(app): State<App>, req: Request) -> Result<Response, ApiError> {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
+    let peer = crate::web::peer(&app, &parts.extensions, &headers);
     let header_key = basic_write_key(&headers)?;
     let bytes = read_body(&headers, body, app.config().ingest.max_message_bytes).await?;
     let body: ConsentBody = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {

@@ -116,8 +116,12 @@ pub(crate) fn field<'a>(f: &'a [(String, String)], name: &str) -> Option<&'a str
     f.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-pub(crate) fn peer(ext: &axum::http::Extensions) -> Option<std::net::IpAddr> {
-    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+/// The client's address: the socket's peer, or behind a proxy of `server.trusted_proxies`,
+/// the address it forwarded.
+pub(crate) fn peer(app: &App, ext: &axum::http::Extensions, headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    let peer = ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    Some(confidant_core::config::client_ip(peer, forwarded, &app.config().server.trusted_proxies))
 }
 
 

@@ -252,3 +252,39 @@ async fn a_signed_in_customer_cannot_use_another_sessions_form_token() {
     replay.cookies.insert("cf_ps".into(), old);
     assert_eq!(replay.post("/privacy/export", &[("csrf", &token)]).await.status, 401);
 }
+
+/// Asks for a code as a browser at `client` behind the test's proxy: the status answered.
+async fn ask_from(t: &TestApp, client: &str, email: &str) -> u16 {
+    let mut b = Browser::new(t);
+    let home = b.get("/privacy").await;
+    let csrf = home.csrf();
+    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs([("csrf", csrf.as_str()), ("email", email)]).finish();
+    let r = b
+        .client
+        .post(format!("{}/privacy/code", t.base))
+        .header("cookie", b.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-for", format!("6.6.6.6, {client}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+#[tokio::test]
+async fn the_per_address_limit_counts_the_client_behind_a_trusted_proxy_and_ignores_the_header_otherwise() {
+    let mail = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(mail.path(), &[]);
+    // Behind a trusted proxy (the test connects from 127.0.0.1): each client has its own count.
+    let t = spawn_app_with_server("trusted_proxies = [\"127.0.0.1\"]", &format!("{}[privacy_centre]\nrequests_per_ip = 2\n", config(sink.port))).await;
+    assert_eq!(ask_from(&t, "198.51.100.1", "a@example.fr").await, 303);
+    assert_eq!(ask_from(&t, "198.51.100.1", "b@example.fr").await, 303);
+    assert_eq!(ask_from(&t, "198.51.100.1", "c@example.fr").await, 429, "the third from one client");
+    assert_eq!(ask_from(&t, "198.51.100.2", "c@example.fr").await, 303, "another client behind the same proxy");
+    // Without trusted proxies the header is anyone's to forge: the peer is what counts.
+    let t = spawn_app_with(&format!("{}[privacy_centre]\nrequests_per_ip = 2\n", config(sink.port))).await;
+    assert_eq!(ask_from(&t, "198.51.100.1", "a@example.fr").await, 303);
+    assert_eq!(ask_from(&t, "198.51.100.2", "b@example.fr").await, 303);
+    assert_eq!(ask_from(&t, "198.51.100.3", "c@example.fr").await, 429, "a forged header does not reset the count");
+}

@@ -23,6 +23,11 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app_with(extra: &str) -> TestApp {
+    spawn_app_with_server("", extra).await
+}
+
+/// The same with more keys of `[server]` (`server` goes inside that table).
+pub async fn spawn_app_with_server(server: &str, extra: &str) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
@@ -30,6 +35,7 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
         [server]
         listen = "127.0.0.1:0"
         public_url = "https://shop.example"
+        {server}
         [[sources]]
         name = "web"
         write_key = "{WRITE_KEY}"
