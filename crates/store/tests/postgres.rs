@@ -164,3 +164,102 @@ async fn a_job_lease_is_held_by_one_node_at_a_time() {
     }
     assert_eq!(wins, 1, "one winner among six");
 }
+
+fn sealed(v: serde_json::Value) -> confidant_core::message::SealedMessage {
+    use confidant_core::identity::IdentityRules;
+    use confidant_core::message::{parse_message, Limits, ParseContext};
+    let limits = Limits { max_message_bytes: 32 * 1024, max_properties: 300, max_depth: 64 };
+    let rules = IdentityRules::default();
+    let ctx = ParseContext { received_at: 1_790_000_000_000, batch_sent_at: None, endpoint_type: None, limits: &limits, rules: &rules, default_region: "FR" };
+    parse_message(&v.to_string(), &ctx).unwrap().seal()
+}
+
+/// The traffic of person `p` as three nodes might each receive part of it: an anonymous
+/// visit, an identify that names the user and the visitor, an alias from an old device id,
+/// a second device known by the email, and events under each id. Whatever the order, it is
+/// one person (no two user ids meet, so merge protection never has to refuse).
+fn person_traffic(p: usize) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let (user, anon, old) = (format!("user-{p}"), format!("anon-{p}"), format!("legacy-{p}"));
+    let mut out = vec![
+        json!({"type": "page", "anonymousId": anon, "name": "Accueil", "messageId": format!("{p}-page"), "timestamp": "2026-10-01T10:00:00Z"}),
+        json!({"type": "track", "anonymousId": anon, "event": "Product Viewed", "messageId": format!("{p}-view"), "timestamp": "2026-10-01T10:01:00Z"}),
+        json!({"type": "identify", "userId": user, "anonymousId": anon, "messageId": format!("{p}-identify"), "timestamp": "2026-10-01T10:02:00Z",
+               "traits": {"email": format!("p{p}@example.fr"), "firstName": format!("P{p}")}}),
+        json!({"type": "track", "userId": user, "event": "Order Completed", "messageId": format!("{p}-order"), "timestamp": "2026-11-02T09:00:00Z"}),
+        json!({"type": "alias", "userId": user, "previousId": old, "messageId": format!("{p}-alias"), "timestamp": "2026-10-01T10:03:00Z"}),
+        json!({"type": "track", "anonymousId": old, "event": "Cart Viewed", "messageId": format!("{p}-legacy"), "timestamp": "2026-09-20T08:00:00Z"}),
+        json!({"type": "identify", "traits": {"email": format!("p{p}@example.fr"), "lastName": "Durand"}, "anonymousId": format!("device2-{p}"),
+               "messageId": format!("{p}-device2"), "timestamp": "2026-10-05T12:00:00Z"}),
+    ];
+    for i in 0..3 {
+        out.push(json!({"type": "track", "anonymousId": format!("device2-{p}"), "event": "Product Viewed", "messageId": format!("{p}-d2-{i}"), "timestamp": "2026-10-06T12:00:00Z"}));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_stitching_the_same_people_at_once_make_one_profile_each_with_every_event() {
+    use confidant_core::identity::IdentityRules;
+    use confidant_core::ids::IdKind;
+    use confidant_store::IngestBatch;
+    let Some(db) = TestDb::new().await else { return };
+    let opts = db.options();
+    let nodes: Vec<Postgres> = vec![Postgres::open(&opts).await.unwrap(), Postgres::open(&opts).await.unwrap(), Postgres::open(&opts).await.unwrap()];
+    let src = nodes[0].ensure_sources(&["web".into()], 0).await.unwrap()[0];
+    assert_eq!(nodes[1].ensure_sources(&["web".into()], 0).await.unwrap()[0], src, "one source, whoever creates it");
+    let people = 40;
+    // Deal every message of every person to the three nodes in turn, in small batches, and
+    // send each message twice (a retry after a lost answer) to another node.
+    let mut per_node: Vec<Vec<serde_json::Value>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    let mut n = 0;
+    for round in 0..10 {
+        for p in 0..people {
+            if let Some(m) = person_traffic(p).get(round) {
+                per_node[n % 3].push(m.clone());
+                per_node[(n + 1) % 3].push(m.clone());
+                n += 1;
+            }
+        }
+    }
+    let nodes = std::sync::Arc::new(nodes);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, msgs) in per_node.into_iter().enumerate() {
+        let nodes = nodes.clone();
+        tasks.spawn(async move {
+            let rules = IdentityRules::default();
+            let mut stored = 0;
+            for chunk in msgs.chunks(7) {
+                let batch = IngestBatch { source_id: src, messages: chunk.iter().cloned().map(sealed).collect(), rejected: vec![], drops: vec![] };
+                stored += nodes[i].ingest(&batch, &rules, 1_795_000_000_000).await.unwrap().stored;
+            }
+            stored
+        });
+    }
+    let mut stored = 0;
+    while let Some(s) = tasks.join_next().await {
+        stored += s.unwrap();
+    }
+    let per_person = person_traffic(0).len();
+    assert_eq!(stored, people * per_person, "every message stored once, the resent copies deduplicated");
+    assert_eq!(nodes[0].live_profiles().await.unwrap(), people as i64, "one live profile per person");
+    for p in 0..people {
+        // Every identifier of the person leads to the same profile, seen alike from every node.
+        let ids = [(IdKind::UserId, format!("user-{p}")), (IdKind::AnonymousId, format!("anon-{p}")), (IdKind::AnonymousId, format!("legacy-{p}")),
+                   (IdKind::Email, format!("p{p}@example.fr")), (IdKind::AnonymousId, format!("device2-{p}"))];
+        let mut owners = std::collections::HashSet::new();
+        for node in nodes.iter() {
+            for (k, v) in &ids {
+                owners.insert(node.owner(*k, v).await.unwrap().unwrap_or_else(|| panic!("{v} has no profile")));
+            }
+        }
+        assert_eq!(owners.len(), 1, "person {p}: {owners:?}");
+        let root = *owners.iter().next().unwrap();
+        let (events, traits) = nodes[p % 3].profile_summary(root).await.unwrap();
+        assert_eq!(events, per_person as i64, "person {p}: every event on the one profile");
+        assert_eq!(traits.get("firstName").map(String::as_str), Some(format!("\"P{p}\"").as_str()), "person {p}: {traits:?}");
+        assert_eq!(traits.get("lastName").map(String::as_str), Some("\"Durand\""), "person {p}: no trait lost");
+    }
+    let months = db.sql("SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent WHERE c.relname = 'events'").await[0].get::<_, i64>(0);
+    assert_eq!(months, 3, "September, October and November 2026 partitions");
+}

@@ -40,6 +40,7 @@ CREATE TABLE events (
     ts           bigint NOT NULL,
     received_at  bigint NOT NULL,
     body         text NOT NULL,
+    category     text,                                -- the data category, for retention
     PRIMARY KEY (ts, seq)
 ) PARTITION BY RANGE (ts);
 CREATE INDEX events_profile_ts ON events(profile_id, ts, seq);
@@ -78,7 +79,7 @@ CREATE TABLE traits (
     ts          bigint NOT NULL,
     source_id   bigint NOT NULL REFERENCES sources(id),
     message_id  text NOT NULL,
-    PRIMARY KEY (profile_id, key)
+    PRIMARY KEY (profile_id, key, source_id)          -- each source's latest value (lineage)
 );
 
 CREATE TABLE merges (
@@ -115,6 +116,18 @@ CREATE TABLE identity_conflicts (
     message_id  text NOT NULL
 );
 CREATE INDEX identity_conflicts_profile ON identity_conflicts(profile_id);
+
+-- Fields dropped by minimisation, per source, event, field and reason.
+CREATE TABLE minimisation_counts (
+    source_id  bigint NOT NULL REFERENCES sources(id),
+    event      text NOT NULL,
+    field      text NOT NULL,
+    reason     text NOT NULL,
+    count      bigint NOT NULL,
+    first_at   bigint NOT NULL,
+    last_at    bigint NOT NULL,
+    PRIMARY KEY (source_id, event, field, reason)
+);
 
 CREATE TABLE ingest_counts (
     day        bigint NOT NULL,

@@ -13,6 +13,8 @@ use tokio_postgres::NoTls;
 
 use crate::{Result, StoreError};
 
+mod ingest;
+
 /// Migrations, applied in order; `confidant_schema` records each version applied.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_foundation.sql")];
 
