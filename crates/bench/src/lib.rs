@@ -31,3 +31,19 @@ pub fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
     let i = ((p / 100.0) * (sorted_ms.len() - 1) as f64).round() as usize;
     sorted_ms[i.min(sorted_ms.len() - 1)]
 }
+
+/// An event row as the raw-insert baselines write it: message id, type, event name, time
+/// (ms), body.
+pub type RawRow = (String, String, Option<String>, i64, String);
+
+/// The demo shop's messages as event rows, all at one time, for the raw-insert baselines.
+pub fn raw_rows(customers: usize) -> Vec<RawRow> {
+    workload("raw", customers, 100)
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let ts = 1_790_000_000_000i64;
+            (m["messageId"].as_str().unwrap_or_default().to_owned(), m["type"].as_str().unwrap_or_default().to_owned(), m["event"].as_str().map(str::to_owned), ts, m.to_string())
+        })
+        .collect()
+}

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
-use confidant_bench::workload;
+use confidant_bench::{raw_rows, RawRow};
 use confidant_store::postgres::{Postgres, PostgresOptions};
 use tokio_postgres::NoTls;
 
@@ -26,7 +26,7 @@ struct Args {
     rows_per_commit: usize,
 }
 
-type Row = (String, String, Option<String>, i64, String);
+type Row = RawRow;
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
@@ -86,14 +86,7 @@ fn event_ids_sql(n: usize) -> String {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let rows: Vec<Row> = workload("raw", args.customers, 100)
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            let ts = 1_790_000_000_000i64;
-            (m["messageId"].as_str().unwrap_or_default().to_owned(), m["type"].as_str().unwrap_or_default().to_owned(), m["event"].as_str().map(str::to_owned), ts, m.to_string())
-        })
-        .collect();
+    let rows: Vec<Row> = raw_rows(args.customers);
     let rows = Arc::new(rows);
     let admin = connect(&args.url).await?;
     let base = args.url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_else(|| args.url.clone());

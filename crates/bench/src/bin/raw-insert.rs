@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
-use confidant_bench::workload;
+use confidant_bench::raw_rows;
 use rusqlite::{params, Connection};
 
 #[derive(Parser)]
@@ -28,14 +28,7 @@ fn main() -> Result<()> {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", args.db.display()));
     }
-    let rows: Vec<(String, String, Option<String>, i64, String)> = workload("raw", args.customers, 100)
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            let ts = 1_790_000_000_000i64;
-            (m["messageId"].as_str().unwrap_or_default().to_owned(), m["type"].as_str().unwrap_or_default().to_owned(), m["event"].as_str().map(str::to_owned), ts, m.to_string())
-        })
-        .collect();
+    let rows = raw_rows(args.customers);
     let mut conn = Connection::open(&args.db)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;")?;
