@@ -263,3 +263,92 @@ async fn three_nodes_stitching_the_same_people_at_once_make_one_profile_each_wit
     let months = db.sql("SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent WHERE c.relname = 'events'").await[0].get::<_, i64>(0);
     assert_eq!(months, 3, "September, October and November 2026 partitions");
 }
+
+/// What two backends must agree on about a person (profile ids are random, so they are left
+/// out; so are the times each backend stamps itself).
+async fn pg_view(pg: &Postgres, kind: confidant_core::ids::IdKind, value: &str) -> serde_json::Value {
+    let p = pg.find_profiles(kind, value).await.unwrap().pop().unwrap();
+    let mut bodies = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = pg.profile_events(p.id.0, 3, cursor).await.unwrap();
+        bodies.extend(page.events.iter().map(|e| e.body.get().to_owned()));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let merges: Vec<String> = pg.merges(p.id.0).await.unwrap().iter().map(|m| format!("{} {}", m.rule, m.evidence)).collect();
+    let conflicts: Vec<String> = pg.conflicts(p.id.0).await.unwrap().iter().map(|c| format!("{} {} {}", c.kind.as_str(), c.reason, c.message_id)).collect();
+    view_json(&p, bodies, merges, conflicts)
+}
+
+async fn sqlite_view(store: &confidant_store::Store, kind: confidant_core::ids::IdKind, value: &str) -> serde_json::Value {
+    let p = store.find_profiles(kind, value.to_owned()).await.unwrap().pop().unwrap();
+    let mut bodies = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.profile_events(p.id, 3, cursor).await.unwrap();
+        bodies.extend(page.events.iter().map(|e| e.body.get().to_owned()));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let merges: Vec<String> = store.merges(p.id).await.unwrap().iter().map(|m| format!("{} {}", m.rule, m.evidence)).collect();
+    let conflicts: Vec<String> = store.conflicts(p.id).await.unwrap().iter().map(|c| format!("{} {} {}", c.kind.as_str(), c.reason, c.message_id)).collect();
+    view_json(&p, bodies, merges, conflicts)
+}
+
+fn view_json(p: &confidant_store::ProfileView, bodies: Vec<String>, mut merges: Vec<String>, mut conflicts: Vec<String>) -> serde_json::Value {
+    merges.sort();
+    conflicts.sort();
+    let mut ids: Vec<String> = p.identities.iter().map(|i| format!("{} {} {}", i.kind.as_str(), i.value, i.source)).collect();
+    ids.sort();
+    let traits: Vec<String> = p.traits.iter().map(|t| format!("{} {} {} {}", t.key, t.value, t.source, t.timestamp)).collect();
+    let mut lineage: Vec<String> = p.trait_values.iter().map(|t| format!("{} {} {} {}", t.key, t.value, t.source, t.timestamp)).collect();
+    lineage.sort();
+    serde_json::json!({"members": p.members.len(), "identities": ids, "traits": traits, "lineage": lineage, "events": p.event_count,
+                       "first_seen": p.first_seen, "last_seen": p.last_seen, "bodies": bodies, "merges": merges, "conflicts": conflicts})
+}
+
+#[tokio::test]
+async fn postgresql_and_sqlite_agree_on_every_profile_after_the_same_traffic() {
+    use confidant_core::identity::IdentityRules;
+    use confidant_core::ids::IdKind;
+    use confidant_store::{IngestBatch, SqliteOptions, Store};
+    use serde_json::json;
+    let Some(db) = TestDb::new().await else { return };
+    let pg = Postgres::open(&db.options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open_sqlite(&dir.path().join("c.db"), SqliteOptions { max_commit_messages: 10_000, rules: IdentityRules::default(), master_key: [9; 32] }).unwrap();
+    let pg_src = pg.ensure_sources(&["web".into()], 0).await.unwrap()[0];
+    let sq_src = sqlite.ensure_sources(vec!["web".into()]).await.unwrap()[0];
+    // Each person's messages in an order that makes separate profiles first, then merges.
+    let order = [5, 6, 7, 1, 0, 4, 2, 3, 8, 9];
+    let mut traffic: Vec<serde_json::Value> = (0..8).flat_map(|p| { let t = person_traffic(p); order.map(|i| t[i].clone()) }).collect();
+    // Merge protection: person 0's profile meets another user id through a shared email.
+    traffic.push(json!({"type": "identify", "userId": "intruder", "traits": {"email": "p0@example.fr"}, "messageId": "clash", "timestamp": "2026-10-07T10:00:00Z"}));
+    // A resend, and a later value of a trait from another source's point of view.
+    traffic.push(traffic[0].clone());
+    let rules = IdentityRules::default();
+    for chunk in traffic.chunks(5) {
+        let msgs: Vec<_> = chunk.iter().cloned().map(sealed).collect();
+        let a = pg.ingest(&IngestBatch { source_id: pg_src, messages: msgs.clone(), rejected: vec![], drops: vec![] }, &rules, 1_795_000_000_000).await.unwrap();
+        let b = sqlite.ingest(IngestBatch { source_id: sq_src, messages: msgs, rejected: vec![], drops: vec![] }).await.unwrap();
+        assert_eq!((a.stored, a.duplicates, a.profiles_created, a.merges, a.conflicts), (b.stored, b.duplicates, b.profiles_created, b.merges, b.conflicts), "batch reports");
+    }
+    for p in 0..8 {
+        for (kind, value) in [(IdKind::UserId, format!("user-{p}")), (IdKind::AnonymousId, format!("device2-{p}"))] {
+            let (a, b) = (pg_view(&pg, kind, &value).await, sqlite_view(&sqlite, kind, &value).await);
+            assert_eq!(a, b, "person {p} by {value}");
+            assert!(a["merges"].as_array().unwrap().len() >= 2 && a["bodies"].as_array().unwrap().len() >= 9 && a["traits"].as_array().unwrap().len() >= 3, "a full profile: {a}");
+        }
+    }
+    let intruder = (pg_view(&pg, IdKind::UserId, "intruder").await, sqlite_view(&sqlite, IdKind::UserId, "intruder").await);
+    assert_eq!(intruder.0, intruder.1);
+    assert!(!intruder.0["conflicts"].as_array().unwrap().is_empty(), "the refused merge is recorded: {}", intruder.0);
+    let (ta, tb) = (pg.totals().await.unwrap(), sqlite.totals().await.unwrap());
+    assert_eq!((ta.events, ta.profiles, ta.merges, ta.conflicts), (tb.events, tb.profiles, tb.merges, tb.conflicts));
+    sqlite.close().await.unwrap();
+}

@@ -14,6 +14,7 @@ use tokio_postgres::NoTls;
 use crate::{Result, StoreError};
 
 mod ingest;
+mod read;
 
 /// Migrations, applied in order; `confidant_schema` records each version applied.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_foundation.sql")];
