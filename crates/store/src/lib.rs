@@ -108,6 +108,26 @@ pub struct TraitView {
     pub message_id: String,
 }
 
+/// A tree's golden record from every row of `traits` (each with whether it is the root's
+/// own): per key the latest value across the tree, the root's row winning on equal times,
+/// sorted by key; and every row as the lineage. The same on every backend.
+pub(crate) fn golden_traits(rows: impl IntoIterator<Item = (TraitView, bool)>) -> (Vec<TraitView>, Vec<TraitView>) {
+    let mut latest: std::collections::HashMap<String, (Millis, bool, TraitView)> = std::collections::HashMap::new();
+    let mut lineage = Vec::new();
+    for (view, is_root) in rows {
+        lineage.push(view.clone());
+        match latest.get(&view.key) {
+            Some((t, root_row, _)) if (*t, *root_row) >= (view.timestamp, is_root) => {}
+            _ => {
+                latest.insert(view.key.clone(), (view.timestamp, is_root, view));
+            }
+        }
+    }
+    let mut traits: Vec<TraitView> = latest.into_values().map(|(_, _, v)| v).collect();
+    traits.sort_by(|a, b| a.key.cmp(&b.key));
+    (traits, lineage)
+}
+
 /// A live profile: the root of its tree, with everything of the profiles merged into it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProfileView {

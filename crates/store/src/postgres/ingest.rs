@@ -13,20 +13,9 @@ use confidant_core::ids::{IdKind, Identifier, ProfileId};
 use confidant_core::message::{MessageType, SealedMessage};
 use tokio_postgres::Transaction;
 
-use super::{pg_error, Postgres};
+use super::{kind_code, pg_error, root_of, Postgres, MEMBERS};
 use crate::{IngestBatch, IngestReport, Result, StoreError};
 
-/// The members of the tree rooted at `$1`.
-const MEMBERS: &str = "WITH RECURSIVE m(id) AS (SELECT $1::bigint UNION ALL SELECT p.id FROM profiles p JOIN m ON p.merged_into = m.id) ";
-
-fn kind_code(k: IdKind) -> i16 {
-    match k {
-        IdKind::UserId => 0,
-        IdKind::Email => 1,
-        IdKind::Phone => 2,
-        IdKind::AnonymousId => 3,
-    }
-}
 
 /// The advisory lock key of an identifier (the same on every node: a fixed hash).
 fn lock_key(kind: IdKind, value: &str) -> i64 {
@@ -198,22 +187,10 @@ async fn apply(tx: &Transaction<'_>, batch: &IngestBatch, rules: &IdentityRules,
     Ok(report)
 }
 
-async fn root_of(tx: &Transaction<'_>, id: i64) -> Result<i64, tokio_postgres::Error> {
-    let row = tx
-        .query_one(
-            "WITH RECURSIVE up(id, merged_into) AS (SELECT id, merged_into FROM profiles WHERE id = $1
-                 UNION ALL SELECT p.id, p.merged_into FROM profiles p JOIN up ON p.id = up.merged_into)
-             SELECT id FROM up WHERE merged_into IS NULL",
-            &[&id],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
 async fn owner_root(tx: &Transaction<'_>, kind: IdKind, value: &str) -> Result<Option<i64>, tokio_postgres::Error> {
     let row = tx.query_opt("SELECT profile_id FROM identities WHERE kind = $1 AND value = $2", &[&kind_code(kind), &value]).await?;
     match row {
-        Some(r) => Ok(Some(root_of(tx, r.get(0)).await?)),
+        Some(r) => root_of(tx, r.get(0)).await,
         None => Ok(None),
     }
 }

@@ -16,6 +16,44 @@ use crate::{Result, StoreError};
 mod ingest;
 mod read;
 
+use confidant_core::ids::IdKind;
+use tokio_postgres::GenericClient;
+
+/// The members of the tree rooted at `$1`: prefix of every query that reads a whole profile.
+pub(crate) const MEMBERS: &str = "WITH RECURSIVE m(id) AS (SELECT $1::bigint UNION ALL SELECT p.id FROM profiles p JOIN m ON p.merged_into = m.id) ";
+
+/// Identifier kinds as stored (`identities.kind`), as on SQLite.
+pub(crate) fn kind_code(k: IdKind) -> i16 {
+    match k {
+        IdKind::UserId => 0,
+        IdKind::Email => 1,
+        IdKind::Phone => 2,
+        IdKind::AnonymousId => 3,
+    }
+}
+
+pub(crate) fn kind_of(code: i16) -> IdKind {
+    match code {
+        0 => IdKind::UserId,
+        1 => IdKind::Email,
+        2 => IdKind::Phone,
+        _ => IdKind::AnonymousId,
+    }
+}
+
+/// The live root of the tree that profile `id` belongs to, if the profile exists.
+pub(crate) async fn root_of<C: GenericClient>(c: &C, id: i64) -> std::result::Result<Option<i64>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "WITH RECURSIVE up(id, merged_into) AS (SELECT id, merged_into FROM profiles WHERE id = $1
+                 UNION ALL SELECT p.id, p.merged_into FROM profiles p JOIN up ON p.id = up.merged_into)
+             SELECT id FROM up WHERE merged_into IS NULL",
+            &[&id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Migrations, applied in order; `confidant_schema` records each version applied.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_foundation.sql")];
 

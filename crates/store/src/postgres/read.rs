@@ -2,32 +2,10 @@
 //! the tree of everything merged into its root; per trait key the latest value across the
 //! tree wins (the root's own row on equal times), every source's latest value kept as lineage.
 
-use std::collections::HashMap;
-
 use confidant_core::ids::{IdKind, ProfileId};
 
-use super::{pg_error, Postgres};
+use super::{kind_code, kind_of, pg_error, root_of, Postgres, MEMBERS};
 use crate::{ConflictView, EventCursor, EventPage, EventView, IdentityView, MergeView, ProfileView, RawValue, Result, StoreError, Totals, TraitView};
-
-const MEMBERS: &str = "WITH RECURSIVE m(id) AS (SELECT $1::bigint UNION ALL SELECT p.id FROM profiles p JOIN m ON p.merged_into = m.id) ";
-
-fn kind_of(code: i16) -> IdKind {
-    match code {
-        0 => IdKind::UserId,
-        1 => IdKind::Email,
-        2 => IdKind::Phone,
-        _ => IdKind::AnonymousId,
-    }
-}
-
-fn kind_code(k: IdKind) -> i16 {
-    match k {
-        IdKind::UserId => 0,
-        IdKind::Email => 1,
-        IdKind::Phone => 2,
-        IdKind::AnonymousId => 3,
-    }
-}
 
 const MERGE_COLUMNS: &str = "g.id, g.at, g.into_profile, g.from_profile, g.rule, g.evidence, s.name, g.message_id, g.undone_at, g.undone_by
      FROM merges g LEFT JOIN sources s ON s.id = g.source_id";
@@ -49,19 +27,6 @@ fn merge_row(r: &tokio_postgres::Row) -> MergeView {
 }
 
 impl Postgres {
-    async fn root_of(&self, c: &deadpool_postgres::Object, id: i64) -> Result<Option<i64>> {
-        let row = c
-            .query_opt(
-                "WITH RECURSIVE up(id, merged_into) AS (SELECT id, merged_into FROM profiles WHERE id = $1
-                     UNION ALL SELECT p.id, p.merged_into FROM profiles p JOIN up ON p.id = up.merged_into)
-                 SELECT id FROM up WHERE merged_into IS NULL",
-                &[&id],
-            )
-            .await
-            .map_err(|e| pg_error(&e))?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
     /// The live profile holding an identifier, if any.
     pub async fn find_profiles(&self, kind: IdKind, value: &str) -> Result<Vec<ProfileView>> {
         let c = self.client().await?;
@@ -73,7 +38,7 @@ impl Postgres {
     /// A profile by any id of its tree: the live one.
     pub async fn profile(&self, id: i64) -> Result<Option<ProfileView>> {
         let c = self.client().await?;
-        let Some(root) = self.root_of(&c, id).await? else { return Ok(None) };
+        let Some(root) = root_of(&**c, id).await.map_err(|e| pg_error(&e))? else { return Ok(None) };
         let q = |sql: &str| format!("{MEMBERS} {sql}");
         let members: Vec<i64> = c.query(&q("SELECT id FROM m"), &[&root]).await.map_err(|e| pg_error(&e))?.iter().map(|r| r.get(0)).collect();
         let created_at: i64 = c.query_one(&q("SELECT min(created_at) FROM profiles WHERE id IN (SELECT id FROM m)"), &[&root]).await.map_err(|e| pg_error(&e))?.get(0);
@@ -96,24 +61,11 @@ impl Postgres {
             )
             .await
             .map_err(|e| pg_error(&e))?;
-        let mut latest: HashMap<String, (i64, bool, TraitView)> = HashMap::new();
-        let mut trait_values = Vec::new();
-        for r in rows {
-            let key: String = r.get(0);
+        let (traits, trait_values) = crate::golden_traits(rows.iter().map(|r| {
             let raw: String = r.get(1);
-            let ts: i64 = r.get(2);
-            let is_root = r.get::<_, i64>(5) == root;
-            let view = TraitView { key: key.clone(), value: serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null), timestamp: ts, source: r.get(3), message_id: r.get(4) };
-            trait_values.push(view.clone());
-            match latest.get(&key) {
-                Some((t, root_row, _)) if (*t, *root_row) >= (ts, is_root) => {}
-                _ => {
-                    latest.insert(key, (ts, is_root, view));
-                }
-            }
-        }
-        let mut traits: Vec<TraitView> = latest.into_values().map(|(_, _, v)| v).collect();
-        traits.sort_by(|a, b| a.key.cmp(&b.key));
+            let view = TraitView { key: r.get(0), value: serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null), timestamp: r.get(2), source: r.get(3), message_id: r.get(4) };
+            (view, r.get::<_, i64>(5) == root)
+        }));
         let r = c.query_one(&q("SELECT count(*), min(ts), max(ts) FROM events WHERE profile_id IN (SELECT id FROM m)"), &[&root]).await.map_err(|e| pg_error(&e))?;
         Ok(Some(ProfileView {
             id: ProfileId(root),
@@ -131,7 +83,7 @@ impl Postgres {
     /// A profile's events, newest first, `limit` at a time from `cursor`.
     pub async fn profile_events(&self, id: i64, limit: usize, cursor: Option<EventCursor>) -> Result<EventPage> {
         let c = self.client().await?;
-        let root = self.root_of(&c, id).await?.ok_or(StoreError::NotFound("profile"))?;
+        let root = root_of(&**c, id).await.map_err(|e| pg_error(&e))?.ok_or(StoreError::NotFound("profile"))?;
         let (ts, seq) = cursor.map_or((i64::MAX, i64::MAX), |c| (c.timestamp, c.seq));
         let rows = c
             .query(
@@ -160,7 +112,7 @@ impl Postgres {
     /// Merges into or out of a profile's tree, newest first.
     pub async fn merges(&self, id: i64) -> Result<Vec<MergeView>> {
         let c = self.client().await?;
-        let root = self.root_of(&c, id).await?.ok_or(StoreError::NotFound("profile"))?;
+        let root = root_of(&**c, id).await.map_err(|e| pg_error(&e))?.ok_or(StoreError::NotFound("profile"))?;
         let rows = c
             .query(&format!("{MEMBERS} SELECT {MERGE_COLUMNS} WHERE g.into_profile IN (SELECT id FROM m) OR g.from_profile IN (SELECT id FROM m) ORDER BY g.id DESC"), &[&root])
             .await
@@ -171,7 +123,7 @@ impl Postgres {
     /// Merges refused by merge protection that concern a profile's tree.
     pub async fn conflicts(&self, id: i64) -> Result<Vec<ConflictView>> {
         let c = self.client().await?;
-        let root = self.root_of(&c, id).await?.ok_or(StoreError::NotFound("profile"))?;
+        let root = root_of(&**c, id).await.map_err(|e| pg_error(&e))?.ok_or(StoreError::NotFound("profile"))?;
         let rows = c
             .query(
                 &format!(

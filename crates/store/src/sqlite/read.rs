@@ -1,7 +1,5 @@
 //! Queries over read connections.
 
-use std::collections::HashMap;
-
 use confidant_core::ids::{IdKind, ProfileId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -39,37 +37,26 @@ pub(super) fn profile(conn: &Connection, id: i64) -> Result<Option<ProfileView>>
         });
     }
 
-    // Per key, the latest value across the tree; on equal times the root's own row wins.
-    // Every row (each source's latest value) is kept as the lineage.
-    let mut latest: HashMap<String, (i64, bool, TraitView)> = HashMap::new();
-    let mut trait_values = Vec::new();
+    // Per key, the latest value across the tree (the root's own row on equal times); every
+    // row (each source's latest value) kept as the lineage.
+    let mut rows_out = Vec::new();
     let mut stmt = conn.prepare_cached(&format!(
         "{MEMBERS} SELECT t.key, t.value, t.ts, s.name, t.message_id, t.profile_id
          FROM traits t JOIN sources s ON s.id = t.source_id WHERE t.profile_id IN m"
     ))?;
     let mut rows = stmt.query([root])?;
     while let Some(r) = rows.next()? {
-        let key: String = r.get(0)?;
         let raw: String = r.get(1)?;
-        let ts: i64 = r.get(2)?;
-        let is_root = r.get::<_, i64>(5)? == root;
         let view = TraitView {
-            key: key.clone(),
+            key: r.get(0)?,
             value: serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null),
-            timestamp: ts,
+            timestamp: r.get(2)?,
             source: r.get(3)?,
             message_id: r.get(4)?,
         };
-        trait_values.push(view.clone());
-        match latest.get(&key) {
-            Some((t, root_row, _)) if (*t, *root_row) >= (ts, is_root) => {}
-            _ => {
-                latest.insert(key, (ts, is_root, view));
-            }
-        }
+        rows_out.push((view, r.get::<_, i64>(5)? == root));
     }
-    let mut traits: Vec<TraitView> = latest.into_values().map(|(_, _, v)| v).collect();
-    traits.sort_by(|a, b| a.key.cmp(&b.key));
+    let (traits, trait_values) = crate::golden_traits(rows_out);
 
     let (event_count, first_seen, last_seen) = conn
         .prepare_cached(&format!("{MEMBERS} SELECT count(*), min(ts), max(ts) FROM events WHERE profile_id IN m"))?
