@@ -6,6 +6,7 @@ mod credentials;
 mod dedupe;
 mod demo;
 mod import;
+mod migrate;
 mod models;
 mod rights;
 
@@ -81,6 +82,8 @@ enum Command {
     /// Demand forecasting: backtest the models on a file of series.
     #[command(subcommand)]
     Forecast(models::ForecastCommand),
+    /// Copy a SQLite database into an empty PostgreSQL database, verified by counts and checksums.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Loads the configuration: file, then `CONFIDANT_*` variables, then command-line flags.
@@ -132,20 +135,36 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// Opens the store in the data directory and builds the app.
+/// Opens the store (PostgreSQL at `database_url`, or SQLite in the data directory) and builds
+/// the app.
 pub(crate) async fn open_app(config: Config) -> Result<App> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let db = config.data_dir.join("confidant.db");
     let key = MasterKey::load(&config)?;
-    let options = SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules(), master_key: *key.bytes() };
-    let store = tokio::task::spawn_blocking(move || Store::open_sqlite(&db, options)).await?.context("cannot open the database")?;
+    let store = match &config.database_url {
+        Some(url) => Store::open_postgres(confidant_store::postgres::PostgresOptions {
+            url: url.clone(),
+            pool_size: config.database.pool_size as usize,
+            connect_attempts: config.database.connect_attempts,
+            rules: config.identity_rules(),
+            master_key: *key.bytes(),
+        })
+        .await
+        .context("cannot open the database")?,
+        None => {
+            let db = config.data_dir.join("confidant.db");
+            let options = SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules(), master_key: *key.bytes() };
+            tokio::task::spawn_blocking(move || Store::open_sqlite(&db, options)).await?.context("cannot open the database")?
+        }
+    };
     Ok(App::new(config, store, key).await?)
 }
 
 /// A background job of `serve`: `run` every `every` (zero turns it off), the first run one
 /// interval after start, so that a restart loop cannot hammer the database. Each run's
 /// outcome is logged as a summary, never with personal data.
-fn spawn_every<F, Fut>(app: &App, every: std::time::Duration, run: F)
+/// Several nodes on one PostgreSQL: each run takes the job's lease for one interval first,
+/// and a node that does not get it skips the run (another node does it).
+fn spawn_every<F, Fut>(app: &App, every: std::time::Duration, job: impl Into<Option<&'static str>>, run: F)
 where
     F: Fn(App) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -154,10 +173,19 @@ where
         return;
     }
     let app = app.clone();
+    let job = job.into();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
-            run(app.clone()).await;
+            let Some(job) = job else {
+                run(app.clone()).await;
+                continue;
+            };
+            match app.store().lease(job, every.as_millis() as i64).await {
+                Ok(true) => run(app.clone()).await,
+                Ok(false) => tracing::debug!(job, "another node holds the job's lease"),
+                Err(e) => tracing::warn!(job, error = %e, "cannot take the job's lease; skipped"),
+            }
         }
     });
 }
@@ -176,7 +204,7 @@ pub(crate) fn spawn_jobs(app: &App) {
     let jobs = &app.config().jobs;
     app.spawn_destination_worker();
     if app.config().smtp.host.is_some() {
-        spawn_every(app, std::time::Duration::from_secs(jobs.campaigns_seconds), |app| async move {
+        spawn_every(app, std::time::Duration::from_secs(jobs.campaigns_seconds), "campaigns", |app| async move {
             match app.run_campaigns().await {
                 Ok((0, 0)) => {}
                 Ok((campaigns, triggered)) => tracing::info!(campaigns, triggered, "scheduled campaigns and triggers run"),
@@ -184,38 +212,39 @@ pub(crate) fn spawn_jobs(app: &App) {
             }
         });
     }
-    spawn_every(app, std::time::Duration::from_secs(jobs.retention_interval_hours * 3600), |app| async move {
+    spawn_every(app, std::time::Duration::from_secs(jobs.retention_interval_hours * 3600), "retention", |app| async move {
         match app.retention_run(false, "retention").await {
             Ok(r) => tracing::info!(erased = r.subjects_erased, events = r.events_deleted, "retention run"),
             Err(e) => tracing::error!(error = %e, "retention run failed"),
         }
     });
-    spawn_every(app, std::time::Duration::from_secs(jobs.match_interval_minutes * 60), |app| async move {
+    spawn_every(app, std::time::Duration::from_secs(jobs.match_interval_minutes * 60), "matching", |app| async move {
         match app.match_profiles(&job_principal("matching")).await {
             Ok(r) => tracing::info!(merged = r.merged, queued = r.queued, "profile matching run"),
             Err(e) => tracing::error!(error = %e, "profile matching run failed"),
         }
     });
-    spawn_every(app, std::time::Duration::from_secs(jobs.analytics_interval_minutes * 60), |app| async move {
+    spawn_every(app, std::time::Duration::from_secs(jobs.analytics_interval_minutes * 60), "analytics", |app| async move {
         match app.run_customer_analytics(&job_principal("analytics")).await {
             Ok(r) => tracing::info!(customers = r.customers, orders = r.orders, "customer analytics run"),
             Err(e) => tracing::error!(error = %e, "customer analytics run failed"),
         }
     });
-    spawn_every(app, std::time::Duration::from_secs(jobs.audiences_refresh_seconds), |app| async move {
+    spawn_every(app, std::time::Duration::from_secs(jobs.audiences_refresh_seconds), "audiences-refresh", |app| async move {
         match app.refresh_audiences(false).await {
             Ok(r) if r.joined + r.left > 0 => tracing::info!(subjects = r.subjects_evaluated, joined = r.joined, left = r.left, "audiences refreshed"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "refreshing the audiences failed"),
         }
     });
-    spawn_every(app, std::time::Duration::from_secs(jobs.audiences_full_minutes * 60), |app| async move {
+    spawn_every(app, std::time::Duration::from_secs(jobs.audiences_full_minutes * 60), "audiences-full", |app| async move {
         match app.refresh_audiences(true).await {
             Ok(r) => tracing::info!(audiences = r.audiences, joined = r.joined, left = r.left, "audiences evaluated in full"),
             Err(e) => tracing::error!(error = %e, "evaluating the audiences failed"),
         }
     });
-    spawn_every(app, std::time::Duration::from_secs(jobs.recommendations_interval_minutes * 60), |app| async move {
+    // Every node trains its own: the model serves from memory (it only reads the store).
+    spawn_every(app, std::time::Duration::from_secs(jobs.recommendations_interval_minutes * 60), None, |app| async move {
         match app.train_recommendations(&job_principal("recommendations")).await {
             Ok(r) => tracing::info!(subjects = r.subjects, products = r.products, version = r.version, "recommendations trained"),
             Err(e) => tracing::error!(error = %e, "training the recommendations failed"),
@@ -260,8 +289,9 @@ fn main() -> Result<()> {
         _ => {}
     }
     if let Command::VerifyErasure(args) = cli.command {
-        // Reads files only: opening the store would write to the directory it inspects.
-        return rights::verify_erasure(&config, args);
+        // Reads files only: opening the store would write to the directory it inspects. On
+        // PostgreSQL it reads every row through SQL besides.
+        return rights::verify_erasure(&config, args, &runtime);
     }
     runtime.block_on(async move {
         let generated = match cli.command {
@@ -288,6 +318,7 @@ fn main() -> Result<()> {
             Command::Audit(cmd) => rights::audit(config, cmd).await,
             Command::Import(args) => import::run(config, args).await,
             Command::Quality => import::quality(config).await,
+            Command::Migrate(args) => migrate::run(config, args).await,
             Command::Campaign(cmd) => {
                 let code = campaign::run(config, cmd).await?;
                 if code != 0 {

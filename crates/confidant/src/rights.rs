@@ -256,9 +256,10 @@ fn write_csv_bundle(dir: &std::path::Path, export: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Scans the data directory for the subject's identifiers and texts. Exit 1 listing every
-/// hit (file and offset, never the text), 0 when clean.
-pub(crate) fn verify_erasure(config: &Config, args: VerifyErasureArgs) -> Result<()> {
+/// Scans the data directory for the subject's identifiers and texts, and on PostgreSQL every
+/// row of every table. Exit 1 listing every hit (file and offset, or table, never the text),
+/// 0 when clean.
+pub(crate) fn verify_erasure(config: &Config, args: VerifyErasureArgs, runtime: &tokio::runtime::Runtime) -> Result<()> {
     if args.identifier.is_empty() && args.text.is_empty() {
         bail!("give at least one --identifier or --text");
     }
@@ -280,14 +281,22 @@ pub(crate) fn verify_erasure(config: &Config, args: VerifyErasureArgs) -> Result
         bail!("the data directory {} does not exist", config.data_dir.display());
     }
     let report = confidant_service::scan::scan(&config.data_dir, &texts).context("scanning the data directory")?;
-    if report.hits.is_empty() {
-        println!("clean: {} files, {} bytes scanned under {}; none of the {} texts found", report.files, report.bytes, config.data_dir.display(), texts.len());
+    let rows = match &config.database_url {
+        Some(url) => runtime.block_on(confidant_store::postgres::scan_url(url, &texts)).context("scanning the PostgreSQL tables")?,
+        None => Vec::new(),
+    };
+    if report.hits.is_empty() && rows.is_empty() {
+        let tables = if config.database_url.is_some() { " and every row of every PostgreSQL table" } else { "" };
+        println!("clean: {} files, {} bytes scanned under {}{tables}; none of the {} texts found", report.files, report.bytes, config.data_dir.display(), texts.len());
         return Ok(());
     }
     for h in &report.hits {
         println!("found {} ({}) in {} at offset {}", labels[h.needle], h.variant, h.file.display(), h.offset);
     }
-    eprintln!("NOT ERASED: {} occurrence(s) in {} files scanned", report.hits.len(), report.files);
+    for h in &rows {
+        println!("found {} ({}) in table {}: {} row(s)", labels[h.needle], h.variant, h.table, h.rows);
+    }
+    eprintln!("NOT ERASED: {} occurrence(s) in {} files and {} table(s)", report.hits.len(), report.files, rows.len());
     std::process::exit(1);
 }
 

@@ -146,9 +146,23 @@ async fn audit_verify_fails_on_a_tampered_log_and_the_register_and_retention_run
     assert_eq!((r["dry_run"].as_bool(), r["subjects_examined"].as_u64(), r["subjects_erased"].as_u64()), (Some(true), Some(1), Some(0)));
 
     assert!(confidant(&config, &["audit", "verify"]).status.success());
-    let db = rusqlite::Connection::open(dir.path().join("data/confidant.db")).unwrap();
-    db.execute("UPDATE audit_log SET detail = '{\"by\":\"nobody\"}' WHERE seq = 2", []).unwrap();
-    drop(db);
+    let tamper = "UPDATE audit_log SET detail = '{\"by\":\"nobody\"}' WHERE seq = 2";
+    match common::database_url() {
+        Some(url) => std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                c.batch_execute(tamper).await.unwrap();
+            })
+        })
+        .join()
+        .unwrap(),
+        None => {
+            let db = rusqlite::Connection::open(dir.path().join("data/confidant.db")).unwrap();
+            db.execute(tamper, []).unwrap();
+        }
+    }
     let out = confidant(&config, &["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("BROKEN: entry 2 was modified"), "{}", text(&out));

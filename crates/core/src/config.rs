@@ -51,6 +51,11 @@ impl Role {
 pub struct Config {
     /// Where the database and generated credentials live. Default `./data`.
     pub data_dir: PathBuf,
+    /// `postgres://user[:password]@host[:port]/database`: the data lives in PostgreSQL (several
+    /// nodes may share it) instead of SQLite in `data_dir`. Default: none (SQLite). Also
+    /// `CONFIDANT_DATABASE_URL`.
+    pub database_url: Option<String>,
+    pub database: DatabaseConfig,
     pub server: ServerConfig,
     pub sources: Vec<SourceConfig>,
     pub api_keys: Vec<ApiKeyConfig>,
@@ -215,6 +220,16 @@ pub struct SecurityConfig {
     /// outside the data directory, so that a copy of the data alone cannot be read.
     /// `CONFIDANT_MASTER_KEY` (64 hex digits) takes precedence over the file.
     pub master_key_file: Option<PathBuf>,
+}
+
+/// `[database]`: how PostgreSQL is used (SQLite ignores it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatabaseConfig {
+    /// Connections each node keeps to PostgreSQL. Default 16.
+    pub pool_size: u32,
+    /// Attempts to reach PostgreSQL at start-up, 0.1 s apart doubling to 5 s, before giving
+    /// up. Default 10 (about 25 s).
+    pub connect_attempts: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -420,6 +435,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./data"),
+            database_url: None,
+            database: DatabaseConfig { pool_size: 16, connect_attempts: 10 },
             server: ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), public_url: None, trusted_proxies: Vec::new() },
             sources: Vec::new(),
             api_keys: Vec::new(),
@@ -749,6 +766,21 @@ impl Decoder {
                 c.data_dir = PathBuf::from(dir);
             }
         }
+
+        if let Some(url) = self.take::<String>(&mut root, "", "database_url") {
+            let url = url.trim();
+            if url.is_empty() {
+                // An empty value (say, an unset variable in a template) means SQLite.
+            } else if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                self.problem("database_url", "must be a PostgreSQL URL (postgres://user@host:port/database); leave it out for SQLite");
+            } else {
+                c.database_url = Some(url.to_owned());
+            }
+        }
+        let mut database = self.table(&mut root, "", "database");
+        c.database.pool_size = self.bounded(&mut database, "database", "pool_size", 16, 1_000);
+        c.database.connect_attempts = self.bounded(&mut database, "database", "connect_attempts", 10, 1_000);
+        self.finish(database, "database");
 
         let mut server = self.table(&mut root, "", "server");
         if let Some(listen) = self.take::<String>(&mut server, "server", "listen") {

@@ -534,6 +534,18 @@ impl Policy {
         &self.config
     }
 
+    /// The age past which no event may be kept whoever its subject is: the longest retention
+    /// of any purpose, when every purpose counts from collection. `None` when a purpose counts
+    /// from last activity (an active customer's old events may then be kept): events then go
+    /// one by one, never a whole month at a time.
+    pub fn events_expire_after_days(&self) -> Option<u32> {
+        if self.config.purposes.iter().all(|p| p.retention.from == RetentionFrom::Collection) {
+            self.config.purposes.iter().map(|p| p.retention.days).max()
+        } else {
+            None
+        }
+    }
+
     pub fn notice_sha256(&self) -> &str {
         &self.notice_sha256
     }
@@ -941,6 +953,18 @@ mod tests {
         assert!(p.event_category(MessageType::Track, Some("Quiz Answered")).is_some());
         assert!(p.event_category(MessageType::Track, Some("Order Completed")).is_some());
         assert_eq!(p.purposes().len(), Policy::default_shop().purposes().len());
+    }
+
+    #[test]
+    fn events_expire_as_a_whole_only_when_every_purpose_counts_from_collection() {
+        assert_eq!(Policy::default_shop().events_expire_after_days(), None, "the default shop keeps active customers' history");
+        let mut config = decode(None).unwrap();
+        for (i, p) in config.purposes.iter_mut().enumerate() {
+            p.retention.from = RetentionFrom::Collection;
+            p.retention.days = 100 + i as u32;
+        }
+        let n = config.purposes.len() as u32;
+        assert_eq!(Policy::new(config).events_expire_after_days(), Some(100 + n - 1));
     }
 
     #[test]

@@ -161,7 +161,7 @@ fn failed(c: &Ctx, e: ServiceError) -> Response {
         ServiceError::Invalid { message, .. } | ServiceError::Conflict(message) | ServiceError::Restricted(message) => (StatusCode::UNPROCESSABLE_ENTITY, message.clone()),
         ServiceError::InvalidRule(err) => (StatusCode::UNPROCESSABLE_ENTITY, err.to_string()),
         _ => {
-            tracing::error!(error = %e, "console request failed");
+            tracing::error!(error = %e, cause = ?std::error::Error::source(&e).map(|s| s.to_string()), "console request failed");
             (StatusCode::SERVICE_UNAVAILABLE, c.lang.t("Service momentanément indisponible.", "The service is unavailable for a moment.").to_owned())
         }
     };

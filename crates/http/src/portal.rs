@@ -87,7 +87,7 @@ fn problem(app: &App, lang: Lang, status: StatusCode, message: &str) -> Response
 }
 
 fn unavailable(app: &App, lang: Lang, e: ServiceError) -> Response {
-    tracing::error!(error = %e, "privacy centre request failed");
+    tracing::error!(error = %e, cause = ?std::error::Error::source(&e).map(|s| s.to_string()), "privacy centre request failed");
     problem(app, lang, StatusCode::SERVICE_UNAVAILABLE, lang.t("Le service est momentanément indisponible. Réessayez dans un instant.", "The service is unavailable for a moment. Please try again shortly."))
 }
 

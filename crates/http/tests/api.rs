@@ -353,7 +353,7 @@ fn chrono_now() -> i64 {
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after_and_loses_nothing() {
     let t = spawn_app_with("[ingest]\nqueue_capacity = 2500\nretry_after_seconds = 2").await;
-    let hold = t.app.store().hold_writer();
+    let hold = t.app.store().hold_writer().await;
     let full = json!({"batch": (0..2500).map(|i| json!({"type": "page", "anonymousId": "a", "messageId": format!("f{i}")})).collect::<Vec<_>>()});
     let first = {
         let (client, url) = (t.client.clone(), format!("{}/v1/batch", t.base));
@@ -456,8 +456,9 @@ async fn probabilistic_matching_merges_the_certain_and_queues_the_doubtful() {
     assert_eq!(t.app.store().totals().await.unwrap().profiles, 61);
 
     let r = t.client.post(format!("{}/api/identity/match", t.base)).bearer_auth(ADMIN_KEY).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let status = r.status();
     let report: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{report}");
     assert_eq!(report["merged"], 1, "{report}");
     assert_eq!(t.app.store().totals().await.unwrap().profiles, 60, "only the duplicate was merged");
     let p = t.profile_by("anonymous_id=crm-5").await;

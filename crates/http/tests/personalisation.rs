@@ -381,12 +381,9 @@ async fn audiences_hold_only_lawful_subjects_and_stay_fresh() {
     let (s, r) = t.dpo("POST", "/api/dsr", Some(json!({"kind": "erasure", "identifier": "user_id:aud-4"}))).await;
     assert_eq!(s, 200, "{r}");
     assert!(r["erasure"]["audience_rows"].as_u64().unwrap() >= 4, "{r}");
-    let db = t.dir.path().join("confidant.db");
     let n = i64::from_str_radix(&aud4, 16).unwrap();
-    let conn = rusqlite::Connection::open(&db).unwrap();
     for table in ["audience_members", "audience_history"] {
-        let c: i64 = conn.query_row(&format!("SELECT count(*) FROM {table} WHERE profile_id = ?1"), [n], |r| r.get(0)).unwrap();
-        assert_eq!(c, 0, "{table}");
+        assert_eq!(t.sql_i64(&format!("SELECT count(*) FROM {table} WHERE profile_id = {n}")), 0, "{table}");
     }
     assert!(t.scan(&["aud4@example.fr", "A-4-new"]).is_empty());
     assert!(!members(&t, "fr-repeaters").await.contains(&aud4));

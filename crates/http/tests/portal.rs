@@ -172,10 +172,7 @@ async fn sign_in_refuses_bad_codes_and_forms_and_never_says_whether_an_address_i
     let mut b = Browser::new(&t);
     ask_code(&mut b, "zoe.martin@example.fr").await;
     let code = sink.code(2).await;
-    let db = rusqlite::Connection::open(t.dir.path().join("confidant.db")).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    db.execute("UPDATE portal_codes SET expires_at = 0", []).unwrap();
-    drop(db);
+    t.sql("UPDATE portal_codes SET expires_at = 0");
     let p = enter_code(&mut b, &code).await;
     assert_eq!(p.status, 400);
     assert!(p.text.contains("expiré"), "{}", p.text);

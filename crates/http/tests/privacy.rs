@@ -367,22 +367,20 @@ async fn a_tampered_audit_log_or_ledger_is_detected() {
     for _ in 0..3 {
         t.dpo("GET", &format!("/api/profiles/{}", p["id"].as_str().unwrap()), None).await;
     }
-    let db = rusqlite::Connection::open(t.dir.path().join("confidant.db")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-    let actor: String = db.query_row("SELECT actor FROM audit_log WHERE seq = 1", [], |r| r.get(0)).unwrap();
-    db.execute("UPDATE audit_log SET actor = 'nobody' WHERE seq = 1", []).unwrap();
+    let actor = t.sql_text("SELECT actor FROM audit_log WHERE seq = 1");
+    t.sql("UPDATE audit_log SET actor = 'nobody' WHERE seq = 1");
     let (s, v) = t.dpo("GET", "/api/audit/verify", None).await;
     assert_eq!(s, 409);
     assert!(v["audit_log"]["broken"].as_str().unwrap().contains("entry 1 was modified"), "{v}");
     // Put back exactly: intact again (the check is exact, not a heuristic). Then remove one.
-    db.execute("UPDATE audit_log SET actor = ?1 WHERE seq = 1", [&actor]).unwrap();
+    t.sql(&format!("UPDATE audit_log SET actor = '{}' WHERE seq = 1", actor.replace('\'', "''")));
     assert_eq!(t.dpo("GET", "/api/audit/verify", None).await.0, 200);
-    db.execute("DELETE FROM audit_log WHERE seq = 2", []).unwrap();
+    t.sql("DELETE FROM audit_log WHERE seq = 2");
     let (s, v) = t.dpo("GET", "/api/audit/verify", None).await;
     assert_eq!(s, 409, "{v}");
     assert!(v["audit_log"]["broken"].as_str().unwrap().contains("removed"), "{v}");
     // The consent ledger: a withdrawn consent turned into a grant.
-    db.execute("UPDATE consent_receipts SET granted = 1 - granted WHERE seq = 1", []).unwrap();
+    t.sql("UPDATE consent_receipts SET granted = 1 - granted WHERE seq = 1");
     let (_, v) = t.dpo("GET", "/api/audit/verify", None).await;
     assert!(v["consent_ledger"]["broken"].as_str().unwrap().contains("modified"), "{v}");
 }
@@ -496,10 +494,9 @@ async fn sensitive_fields_are_encrypted_at_rest_and_erasure_destroys_the_key() {
     // ...but on disk only as ciphertext, while plain fields are there (the scan works).
     assert!(t.scan(&["1987-03-14", "VISA-MARK-4242"]).is_empty(), "sensitive values on disk in clear");
     assert!(!t.scan(&["hal@example.fr"]).is_empty());
-    let db = rusqlite::Connection::open(t.dir.path().join("confidant.db")).unwrap();
-    let stored: String = db.query_row("SELECT value FROM traits WHERE key = 'birthday'", [], |r| r.get(0)).unwrap();
+    let stored = t.sql_text("SELECT value FROM traits WHERE key = 'birthday'");
     assert!(stored.contains("\"$enc\""), "{stored}");
-    let keys: i64 = db.query_row("SELECT count(*) FROM subject_keys", [], |r| r.get(0)).unwrap();
+    let keys = t.sql_i64("SELECT count(*) FROM subject_keys");
     assert_eq!(keys, 1);
     // The export decrypts; a rectified sensitive value is encrypted too.
     let (_, x) = t.dpo("POST", "/api/dsr", Some(json!({"kind": "access", "identifier": "user_id:hal-1"}))).await;
@@ -511,7 +508,7 @@ async fn sensitive_fields_are_encrypted_at_rest_and_erasure_destroys_the_key() {
     // Erasure destroys the key.
     let (_, r) = t.dpo("POST", "/api/dsr", Some(json!({"kind": "erasure", "identifier": "user_id:hal-1"}))).await;
     assert_eq!(r["erasure"]["keys_destroyed"], 1, "{r}");
-    let keys: i64 = db.query_row("SELECT count(*) FROM subject_keys", [], |r| r.get(0)).unwrap();
+    let keys = t.sql_i64("SELECT count(*) FROM subject_keys");
     assert_eq!(keys, 0);
 }
 
@@ -580,8 +577,7 @@ async fn computed_traits_follow_lawfulness_objection_and_erasure() {
     assert_eq!(after["computed_traits"], json!({}), "objection clears computed traits at once");
 
     // Erasure removes a subject's computed traits with everything else.
-    let db = t.dir.path().join("confidant.db");
-    let count = |sql: &str| -> i64 { rusqlite::Connection::open(&db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap() };
+    let count = |sql: &str| -> i64 { t.sql_i64(sql) };
     let before = count("SELECT count(*) FROM computed_traits");
     let (s, r) = t.dpo("POST", "/api/dsr", Some(json!({"kind": "erasure", "identifier": "email:cust7.analytics@example.fr"}))).await;
     assert_eq!(s, 200, "{r}");

@@ -645,8 +645,23 @@ impl App {
     pub fn spawn_destination_worker(&self) {
         let app = self.clone();
         let every = Duration::from_millis(self.config().destinations.poll_milliseconds);
+        // One node delivers at a time (the lease, renewed every pass; another node takes over
+        // once a holder that stopped lets it lapse).
+        let lease = (every.as_millis() as i64 * 10).max(5_000);
         tokio::spawn(async move {
             loop {
+                match app.store().lease("destinations", lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tokio::time::sleep(every).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take the destinations' lease");
+                        tokio::time::sleep(every).await;
+                        continue;
+                    }
+                }
                 match app.deliver_destinations().await {
                     Ok(r) if r.delivered + r.dead_lettered + r.rights_delivered > 0 => {
                         tracing::debug!(delivered = r.delivered, dead = r.dead_lettered, rights = r.rights_delivered, "destinations pass")

@@ -692,8 +692,13 @@ impl App {
             let d = policy.retention_for(&state_of(rec));
             RetentionRule { subject_days: d.subject_days, categories: d.categories }
         });
-        let report = self.inner.store.retention(rule, dry_run).await?;
+        let mut report = self.inner.store.retention(rule, dry_run).await?;
         if !dry_run {
+            // Whole months past any retention go at once (PostgreSQL's partitions).
+            if let Some(days) = self.inner.policy.events_expire_after_days() {
+                let cutoff = crate::now_millis() - i64::from(days) * 86_400_000;
+                report.partitions_dropped = self.inner.store.drop_event_months_before(cutoff).await?;
+            }
             self.audit(actor, "retention.run", None, serde_json::to_value(&report).unwrap_or(Value::Null)).await?;
             if report.subjects_erased > 0 {
                 self.inner.book.invalidate();

@@ -11,8 +11,11 @@
 pub mod activation;
 pub mod audiences;
 pub mod portal;
+pub mod migrate;
 pub mod postgres;
 pub mod privacy;
+mod shared;
+pub mod sql;
 mod sqlite;
 
 use std::path::Path;
@@ -22,6 +25,7 @@ use confidant_core::ids::{IdKind, ProfileId};
 use confidant_core::message::{RejectReason, SealedMessage};
 use confidant_core::time::Millis;
 pub use serde_json::value::RawValue;
+use shared::Backend as _;
 
 /// Errors by meaning. Messages never contain personal data.
 #[derive(Debug, thiserror::Error)]
@@ -204,120 +208,188 @@ pub struct Totals {
 /// The storage interface.
 #[derive(Clone)]
 pub struct Store {
-    backend: sqlite::Sqlite,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+/// Calls the same operation on whichever backend holds the data (the shared code's provided
+/// methods, or a backend's own where it has one).
+macro_rules! dispatch {
+    ($self:ident, $name:ident($($arg:expr),*)) => {
+        match &$self.backend {
+            Backend::Sqlite(b) => b.$name($($arg),*).await,
+            Backend::Postgres(b) => b.$name($($arg),*).await,
+        }
+    };
 }
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and migrates it.
     pub fn open_sqlite(path: &Path, options: SqliteOptions) -> Result<Store> {
-        Ok(Store { backend: sqlite::Sqlite::open(path, options)? })
+        Ok(Store { backend: Backend::Sqlite(sqlite::Sqlite::open(path, options)?) })
+    }
+
+    /// Connects to PostgreSQL (retrying while it is unreachable) and migrates it.
+    pub async fn open_postgres(options: postgres::PostgresOptions) -> Result<Store> {
+        Ok(Store { backend: Backend::Postgres(postgres::Postgres::open(&options).await?) })
+    }
+
+    /// Whether this node may run background job `job` now, for `for_ms`: always on SQLite (one
+    /// node); on PostgreSQL, when this node holds (or just took) the job's lease, so that a job
+    /// runs on one node at a time however many share the database.
+    pub async fn lease(&self, job: &str, for_ms: i64) -> Result<bool> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(p) => p.take_lease(job, &p.node_id(), shared::now_millis(), for_ms).await,
+        }
+    }
+
+    /// PostgreSQL: drops the month partitions of events that end at or before `cutoff` (ms),
+    /// with their deduplication keys. Nothing on SQLite (events go row by row there).
+    pub async fn drop_event_months_before(&self, cutoff: Millis) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(p) => p.drop_partitions_before(cutoff).await,
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The PostgreSQL backend, for what only it has (partitions, job leases).
+    pub fn postgres(&self) -> Option<&postgres::Postgres> {
+        match &self.backend {
+            Backend::Postgres(p) => Some(p),
+            Backend::Sqlite(_) => None,
+        }
     }
 
     /// Registers sources by name; returns their ids in the same order.
     pub async fn ensure_sources(&self, names: Vec<String>) -> Result<Vec<i64>> {
-        self.backend.ensure_sources(names).await
+        match &self.backend {
+            Backend::Sqlite(b) => b.ensure_sources(names).await,
+            Backend::Postgres(b) => b.ensure_sources(&names, shared::now_millis()).await,
+        }
     }
 
     /// Stores a batch durably: it returns once the transaction holding it is committed.
     pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestReport> {
-        self.backend.ingest(batch).await
+        match &self.backend {
+            Backend::Sqlite(b) => b.ingest(batch).await,
+            Backend::Postgres(b) => b.ingest(&batch, b.rules_ref(), shared::now_millis()).await,
+        }
     }
 
     /// Live profiles holding the identifier (at most one, unless merge protection kept two
     /// apart that share a lower-priority identifier).
     pub async fn find_profiles(&self, kind: IdKind, value: String) -> Result<Vec<ProfileView>> {
-        self.backend.find_profiles(kind, value).await
+        dispatch!(self, find_profiles(kind, value))
     }
 
     /// A profile by id. The id of a profile merged into another leads to the live profile.
     pub async fn profile(&self, id: ProfileId) -> Result<Option<ProfileView>> {
-        self.backend.profile(id).await
+        dispatch!(self, profile(id))
     }
 
     pub async fn profile_events(&self, id: ProfileId, limit: usize, cursor: Option<EventCursor>) -> Result<EventPage> {
-        self.backend.profile_events(id, limit, cursor).await
+        dispatch!(self, profile_events(id, limit, cursor))
     }
 
     /// Merges into or out of any profile of the tree, newest first.
     pub async fn merges(&self, id: ProfileId) -> Result<Vec<MergeView>> {
-        self.backend.merges(id).await
+        dispatch!(self, merges(id))
     }
 
     pub async fn conflicts(&self, id: ProfileId) -> Result<Vec<ConflictView>> {
-        self.backend.conflicts(id).await
+        dispatch!(self, conflicts(id))
     }
 
     /// Undoes one merge into the tree of `id` (the newest active one when `merge_id` is
     /// `None`), restoring both sides exactly, and keeps them from being merged again
     /// automatically. Returns the undone merge.
     pub async fn unmerge(&self, id: ProfileId, merge_id: Option<i64>, actor: String) -> Result<MergeView> {
-        self.backend.unmerge(id, merge_id, actor).await
+        dispatch!(self, unmerge(id, merge_id, actor))
     }
 
     /// A cheap read, to tell that the database answers; fails once an fsync has failed.
     pub async fn ping(&self) -> Result<()> {
-        self.backend.ping().await
+        dispatch!(self, ping())
     }
 
     pub async fn totals(&self) -> Result<Totals> {
-        self.backend.totals().await
+        dispatch!(self, totals())
     }
 
     /// Blocks the writer until the returned guard is dropped. For tests that need a full
     /// queue; never used by the product.
     #[doc(hidden)]
-    pub fn hold_writer(&self) -> WriterHold {
-        self.backend.hold_writer()
+    pub async fn hold_writer(&self) -> WriterHold {
+        match &self.backend {
+            Backend::Sqlite(b) => WriterHold::Sqlite(b.hold_writer()),
+            Backend::Postgres(b) => WriterHold::Postgres(b.hold_writes().await),
+        }
     }
 
     /// Makes the next fsync report an error, to test how failure is handled. Never used by
     /// the product.
     #[doc(hidden)]
     pub fn fail_next_sync(&self) {
-        self.backend.fail_next_sync()
+        if let Backend::Sqlite(b) = &self.backend {
+            b.fail_next_sync()
+        }
     }
 
     /// Stops the writer after it has committed everything queued, and checkpoints the WAL.
     pub async fn close(&self) -> Result<()> {
-        self.backend.close().await
+        dispatch!(self, close())
     }
 
     // ------------------------------------------------------------------ activation
     pub async fn campaign_get(&self, name: String) -> Result<Option<activation::CampaignView>> {
-        self.backend.campaign_get(name).await
+        dispatch!(self, campaign_get(name))
     }
     pub async fn campaign_list(&self) -> Result<Vec<activation::CampaignView>> {
-        self.backend.campaign_list().await
+        dispatch!(self, campaign_list())
     }
     /// Creates a campaign; `Conflict` when the name is taken. A trigger starts after the last
     /// event stored.
     pub async fn campaign_create(&self, def: activation::CampaignDef, actor: String) -> Result<activation::CampaignView> {
-        self.backend.campaign_create(def, actor).await
+        dispatch!(self, campaign_create(def, actor))
     }
     pub async fn campaign_status(&self, id: i64, status: &'static str) -> Result<()> {
-        self.backend.campaign_status(id, status).await
+        dispatch!(self, campaign_status(id, status))
     }
     pub async fn campaign_cursor(&self, id: i64, cursor: i64) -> Result<()> {
-        self.backend.campaign_cursor(id, cursor).await
+        dispatch!(self, campaign_cursor(id, cursor))
     }
     pub async fn campaign_delete(&self, name: String) -> Result<()> {
-        self.backend.campaign_delete(name).await
+        dispatch!(self, campaign_delete(name))
     }
     /// (profile, occurrence) → status of the campaign's deliveries to these subjects.
     pub async fn delivery_states(&self, campaign: i64, profiles: Vec<ProfileId>) -> Result<std::collections::HashMap<(i64, String), String>> {
-        self.backend.delivery_states(campaign, profiles).await
+        dispatch!(self, delivery_states(campaign, profiles))
     }
     /// Durably claims deliveries before they are attempted; those already sent are left out.
     pub async fn deliveries_claim(&self, campaign: i64, wanted: Vec<(ProfileId, String, Vec<u8>)>) -> Result<Vec<activation::DeliveryClaim>> {
-        self.backend.deliveries_claim(campaign, wanted).await
+        dispatch!(self, deliveries_claim(campaign, wanted))
     }
     pub async fn deliveries_suppress(&self, campaign: i64, rows: Vec<(ProfileId, String, String)>) -> Result<u64> {
-        self.backend.deliveries_suppress(campaign, rows).await
+        dispatch!(self, deliveries_suppress(campaign, rows))
     }
     /// Stores a privacy-centre code unless `max_recent` were issued for the subject since
     /// `since`; true when stored.
     pub async fn portal_code_issue(&self, code: portal::NewCode, max_recent: u32, since: Millis) -> Result<bool> {
-        self.backend.portal_code_issue(code, max_recent, since).await
+        dispatch!(self, portal_code_issue(code, max_recent, since))
     }
     /// Redeems a code (checked by `matches` against its stored hash) and opens the session, at
     /// most once, in one transaction.
@@ -328,132 +400,137 @@ impl Store {
         session: portal::NewSession,
         max_attempts: u32,
     ) -> Result<portal::Redeemed> {
-        self.backend.portal_code_redeem(id, matches, session, max_attempts).await
+        dispatch!(self, portal_code_redeem(id, matches, session, max_attempts))
     }
     /// A live (unexpired) session by the hash of its cookie.
     pub async fn portal_session(&self, token_hash: Vec<u8>) -> Result<Option<portal::SessionView>> {
-        self.backend.portal_session(token_hash).await
+        dispatch!(self, portal_session(token_hash))
     }
     pub async fn portal_session_end(&self, token_hash: Vec<u8>) -> Result<()> {
-        self.backend.portal_session_end(token_hash).await
+        dispatch!(self, portal_session_end(token_hash))
     }
     /// Creates a console account (`Conflict` when the email has one).
     pub async fn console_user_create(&self, email: String, name: String, role: String, password_hash: String, by: String) -> Result<portal::ConsoleUser> {
-        self.backend.console_user_create(email, name, role, password_hash, by).await
+        dispatch!(self, console_user_create(email, name, role, password_hash, by))
     }
     pub async fn console_user_by_email(&self, email: String) -> Result<Option<portal::ConsoleUser>> {
-        self.backend.console_user_by_email(email).await
+        dispatch!(self, console_user_by_email(email))
     }
     pub async fn console_users(&self) -> Result<Vec<portal::ConsoleUser>> {
-        self.backend.console_users().await
+        dispatch!(self, console_users())
     }
     /// Records a sign-in: with a session, a success (failures reset, session opened); without,
     /// a failure (the account locks until `lock_until` at `max_failures`).
     pub async fn console_login(&self, id: i64, session: Option<portal::NewSession>, max_failures: i64, lock_until: Millis) -> Result<()> {
-        self.backend.console_login(id, session, max_failures, lock_until).await
+        dispatch!(self, console_login(id, session, max_failures, lock_until))
     }
     pub async fn console_session(&self, token_hash: Vec<u8>) -> Result<Option<portal::ConsoleSessionView>> {
-        self.backend.console_session(token_hash).await
+        dispatch!(self, console_session(token_hash))
     }
     /// Disables a console account and ends its sessions.
     pub async fn console_user_disable(&self, id: i64) -> Result<()> {
-        self.backend.console_user_disable(id).await
+        dispatch!(self, console_user_disable(id))
     }
     pub async fn console_session_end(&self, token_hash: Vec<u8>) -> Result<()> {
-        self.backend.console_session_end(token_hash).await
+        dispatch!(self, console_session_end(token_hash))
     }
     /// Events stored per UTC day (days since the epoch) since `since`, for the dashboard.
     pub async fn events_per_day(&self, since: Millis) -> Result<Vec<(i64, u64)>> {
-        self.backend.events_per_day(since).await
+        dispatch!(self, events_per_day(since))
     }
     /// Per purpose: subjects whose latest decision grants it, and refuses it.
     pub async fn consent_rates(&self) -> Result<Vec<(String, u64, u64)>> {
-        self.backend.consent_rates().await
+        dispatch!(self, consent_rates())
     }
     pub async fn deliveries_finish(&self, outcomes: Vec<(i64, &'static str, Option<String>)>) -> Result<()> {
-        self.backend.deliveries_finish(outcomes).await
+        dispatch!(self, deliveries_finish(outcomes))
     }
     /// Marketing messages sent to each subject since a time (for frequency caps).
     pub async fn sent_since(&self, profiles: Vec<ProfileId>, since: Millis) -> Result<std::collections::HashMap<ProfileId, u32>> {
-        self.backend.sent_since(profiles, since).await
+        dispatch!(self, sent_since(profiles, since))
     }
     pub async fn deliveries(&self, campaign: i64, status: Option<String>, after: i64, limit: usize) -> Result<Vec<activation::DeliveryView>> {
-        self.backend.deliveries(campaign, status, after, limit).await
+        dispatch!(self, deliveries(campaign, status, after, limit))
     }
     pub async fn delivery_counts(&self, campaign: i64) -> Result<Vec<(String, Option<String>, i64)>> {
-        self.backend.delivery_counts(campaign).await
+        dispatch!(self, delivery_counts(campaign))
     }
     pub async fn token_target(&self, token: Vec<u8>) -> Result<Option<activation::TokenTarget>> {
-        self.backend.token_target(token).await
+        dispatch!(self, token_target(token))
     }
     /// Marks an unsubscribe link used; false when it was used before.
     pub async fn token_used(&self, delivery: i64) -> Result<bool> {
-        self.backend.token_used(delivery).await
+        dispatch!(self, token_used(delivery))
     }
     /// A trigger's due occurrences after `cursor`, and the cursor to keep.
     pub async fn trigger_due(&self, event: String, unless: String, within: i64, cursor: i64, due: Millis, limit: usize) -> Result<(Vec<activation::TriggerOccurrence>, i64)> {
-        self.backend.trigger_due(event, unless, within, cursor, due, limit).await
+        dispatch!(self, trigger_due(event, unless, within, cursor, due, limit))
     }
     pub async fn destination_get(&self, name: String) -> Result<Option<activation::DestinationView>> {
-        self.backend.destination_get(name).await
+        dispatch!(self, destination_get(name))
     }
     pub async fn destination_list(&self) -> Result<Vec<activation::DestinationView>> {
-        self.backend.destination_list().await
+        dispatch!(self, destination_list())
     }
     pub async fn destination_create(&self, def: activation::DestinationDef, actor: String) -> Result<activation::DestinationView> {
-        self.backend.destination_create(def, actor).await
+        dispatch!(self, destination_create(def, actor))
     }
     pub async fn destination_enable(&self, name: String, enabled: bool) -> Result<activation::DestinationView> {
-        self.backend.destination_enable(name, enabled).await
+        dispatch!(self, destination_enable(name, enabled))
     }
     /// Deletes a destination; refused while rights requests to it are undelivered.
     pub async fn destination_delete(&self, name: String) -> Result<()> {
-        self.backend.destination_delete(name).await
+        dispatch!(self, destination_delete(name))
     }
     /// Stored events after a sequence number, with their live profile, bodies decrypted.
     pub async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<activation::ForwardEvent>> {
-        self.backend.events_after(after, limit).await
+        dispatch!(self, events_after(after, limit))
     }
     /// The last event and audience-history sequence numbers.
     pub async fn max_seqs(&self) -> Result<(i64, i64)> {
-        self.backend.max_seqs().await
+        dispatch!(self, max_seqs())
     }
     pub async fn audience_changes_after(&self, after: i64, limit: usize) -> Result<Vec<activation::AudienceChange>> {
-        self.backend.audience_changes_after(after, limit).await
+        dispatch!(self, audience_changes_after(after, limit))
     }
     /// Moves a destination's cursors and records the subjects it received data about.
     pub async fn destination_advance(&self, id: i64, events: Option<i64>, audiences: Option<i64>, subjects: Vec<ProfileId>) -> Result<()> {
-        self.backend.destination_advance(id, events, audiences, subjects).await
+        dispatch!(self, destination_advance(id, events, audiences, subjects))
     }
     pub async fn dead_add(&self, destination: i64, rows: Vec<activation::DeadLetter>) -> Result<()> {
-        self.backend.dead_add(destination, rows).await
+        dispatch!(self, dead_add(destination, rows))
     }
     pub async fn dead_list(&self, destination: i64, limit: usize) -> Result<Vec<activation::DeadLetter>> {
-        self.backend.dead_list(destination, limit).await
+        dispatch!(self, dead_list(destination, limit))
     }
     pub async fn dead_delete(&self, ids: Vec<i64>) -> Result<u64> {
-        self.backend.dead_delete(ids).await
+        dispatch!(self, dead_delete(ids))
     }
     /// Queues a rights request to every destination that received the subject's data.
     pub async fn rights_enqueue(&self, r: activation::RightsToForward) -> Result<u64> {
-        self.backend.rights_enqueue(r).await
+        dispatch!(self, rights_enqueue(r))
     }
     pub async fn rights_due(&self, now: Millis, limit: usize) -> Result<Vec<activation::RightsForward>> {
-        self.backend.rights_due(now, limit).await
+        dispatch!(self, rights_due(now, limit))
     }
     pub async fn rights_list(&self, dsr: Option<i64>, destination: Option<String>, limit: usize) -> Result<Vec<activation::RightsForward>> {
-        self.backend.rights_list(dsr, destination, limit).await
+        dispatch!(self, rights_list(dsr, destination, limit))
     }
     /// Records an attempt to forward: "delivered", "retry" (at `next_at`) or "dead".
     pub async fn rights_attempt(&self, id: i64, outcome: &'static str, response: Option<i64>, error: Option<String>, next_at: Millis) -> Result<()> {
-        self.backend.rights_attempt(id, outcome, response, error, next_at).await
+        dispatch!(self, rights_attempt(id, outcome, response, error, next_at))
     }
     pub async fn rights_replay(&self, destination: i64) -> Result<u64> {
-        self.backend.rights_replay(destination).await
+        dispatch!(self, rights_replay(destination))
     }
 }
 
-pub use sqlite::WriterHold;
+/// Holds ingestion back while alive (tests only): SQLite's writer waits, PostgreSQL's
+/// batches wait for the write lock.
+pub enum WriterHold {
+    Sqlite(sqlite::WriterHold),
+    Postgres(tokio::sync::oneshot::Sender<()>),
+}
 
 use privacy::*;
 
@@ -462,177 +539,177 @@ impl Store {
     /// Records consent receipts for the subject the identifiers lead to (created if unknown),
     /// hash-chained in the ledger.
     pub async fn record_consent(&self, w: ConsentWrite) -> Result<ConsentRecorded> {
-        self.backend.record_consent(w).await
+        dispatch!(self, record_consent(w))
     }
     pub async fn receipts(&self, id: ProfileId) -> Result<Vec<ReceiptView>> {
-        self.backend.receipts(id).await
+        dispatch!(self, receipts(id))
     }
     /// The subject's current decisions and restriction.
     pub async fn subject_record(&self, id: ProfileId) -> Result<SubjectRecord> {
-        self.backend.subject_record(id).await
+        dispatch!(self, subject_record(id))
     }
     /// The records of many subjects in one read, in the same order (`None`: no such profile).
     pub async fn subject_records(&self, ids: Vec<ProfileId>) -> Result<Vec<Option<SubjectRecord>>> {
-        self.backend.subject_records(ids).await
+        dispatch!(self, subject_records(ids))
     }
     pub async fn consent_changes_since(&self, seq: i64) -> Result<Vec<ConsentChange>> {
-        self.backend.consent_changes_since(seq).await
+        dispatch!(self, consent_changes_since(seq))
     }
     /// (last receipt, tombstones): changes when anyone, in any process, records consent or erases.
     pub async fn privacy_version(&self) -> Result<(i64, i64)> {
-        self.backend.privacy_version().await
+        dispatch!(self, privacy_version())
     }
     pub async fn verify_receipts(&self) -> Result<ChainReport> {
-        self.backend.verify_receipts().await
+        dispatch!(self, verify_receipts())
     }
     pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<Vec<i64>> {
-        self.backend.append_audit(entries).await
+        dispatch!(self, append_audit(entries))
     }
     pub async fn audit_list(&self, f: AuditFilter) -> Result<Vec<AuditView>> {
-        self.backend.audit_list(f).await
+        dispatch!(self, audit_list(f))
     }
     pub async fn verify_audit(&self) -> Result<ChainReport> {
-        self.backend.verify_audit().await
+        dispatch!(self, verify_audit())
     }
     pub async fn minimisation(&self) -> Result<Vec<MinimisationRow>> {
-        self.backend.minimisation().await
+        dispatch!(self, minimisation())
     }
     pub async fn dsr_create(&self, d: DsrInput, audit: AuditEntry) -> Result<DsrView> {
-        self.backend.dsr_create(d, audit).await
+        dispatch!(self, dsr_create(d, audit))
     }
     pub async fn dsr_finish(&self, id: i64, status: String, detail: serde_json::Value, audit: AuditEntry) -> Result<DsrView> {
-        self.backend.dsr_finish(id, status, detail, audit).await
+        dispatch!(self, dsr_finish(id, status, detail, audit))
     }
     pub async fn dsr_get(&self, id: i64) -> Result<Option<DsrView>> {
-        self.backend.dsr_get(id).await
+        dispatch!(self, dsr_get(id))
     }
     pub async fn dsr_list(&self, open_only: bool, limit: usize) -> Result<Vec<DsrView>> {
-        self.backend.dsr_list(open_only, limit).await
+        dispatch!(self, dsr_list(open_only, limit))
     }
     /// Removes the subject from every table and index, leaves tombstones, completes the
     /// request and audits it in one transaction; then empties the WAL.
     pub async fn erase(&self, req: ErasureRequest) -> Result<ErasureReport> {
-        self.backend.erase(req).await
+        dispatch!(self, erase(req))
     }
     pub async fn reapply_tombstones(&self, key: [u8; 32], actor: String) -> Result<u64> {
-        self.backend.reapply_tombstones(key, actor).await
+        dispatch!(self, reapply_tombstones(key, actor))
     }
     pub async fn tombstones(&self, suppress_only: bool) -> Result<Vec<[u8; 32]>> {
-        self.backend.tombstones(suppress_only).await
+        dispatch!(self, tombstones(suppress_only))
     }
     /// Sets or lifts an Art. 18 restriction; `false` when nothing changed.
     pub async fn set_restricted(&self, id: ProfileId, on: bool, audit: AuditEntry) -> Result<bool> {
-        self.backend.set_restricted(id, on, audit).await
+        dispatch!(self, set_restricted(id, on, audit))
     }
     /// Sets or removes a trait (and corrects the stored messages that carried it); `encrypt`
     /// seals the new value under the subject's key.
     pub async fn rectify(&self, id: ProfileId, key: String, value: Option<serde_json::Value>, encrypt: bool, dsr: i64, audit: AuditEntry) -> Result<()> {
-        self.backend.rectify(id, key, value, encrypt, dsr, audit).await
+        dispatch!(self, rectify(id, key, value, encrypt, dsr, audit))
     }
     pub async fn export(&self, id: ProfileId) -> Result<SubjectExport> {
-        self.backend.export(id).await
+        dispatch!(self, export(id))
     }
     pub async fn retention(
         &self,
         rule: std::sync::Arc<dyn Fn(&SubjectRecord) -> RetentionRule + Send + Sync>,
         dry_run: bool,
     ) -> Result<RetentionReport> {
-        self.backend.retention(rule, dry_run).await
+        dispatch!(self, retention(rule, dry_run))
     }
     /// Replaces the quarantined rows of one source's file (a corrected file imported again
     /// clears the rows it fixed). Returns how many rows were there before.
     pub async fn quarantine_replace(&self, source_id: i64, file: String, rows: Vec<QuarantineRow>) -> Result<u64> {
-        self.backend.quarantine_replace(source_id, file, rows).await
+        dispatch!(self, quarantine_replace(source_id, file, rows))
     }
     /// Data quality per source and field: completeness, uniqueness, freshness, duplicates
     /// found (merges), quarantined and rejected counts.
     pub async fn quality(&self) -> Result<Vec<QualitySource>> {
-        self.backend.quality().await
+        dispatch!(self, quality())
     }
     /// Every live profile's values of the given keys, for probabilistic matching.
     /// Every `track` event with one of these names, with the root of its subject's tree, in
     /// time order (the analytics job reads orders this way).
     pub async fn events_named(&self, names: Vec<String>) -> Result<Vec<NamedEvent>> {
-        self.backend.events_named(names).await
+        dispatch!(self, events_named(names))
     }
     /// Replaces every value of the computed `keys` (a whole analytics run) with `rows`.
     /// Rows of profiles that no longer exist (erased meanwhile) are skipped.
     pub async fn replace_computed(&self, keys: Vec<String>, rows: Vec<(ProfileId, String, serde_json::Value)>) -> Result<u64> {
-        self.backend.replace_computed(keys, rows).await
+        dispatch!(self, replace_computed(keys, rows))
     }
     pub async fn computed_traits(&self, id: ProfileId) -> Result<Vec<ComputedTrait>> {
-        self.backend.computed_traits(id).await
+        dispatch!(self, computed_traits(id))
     }
     /// Deletes a subject's computed traits at once (objection to their purpose).
     pub async fn clear_computed(&self, id: ProfileId) -> Result<u64> {
-        self.backend.clear_computed(id).await
+        dispatch!(self, clear_computed(id))
     }
     pub async fn audience_get(&self, name: String) -> Result<Option<audiences::AudienceView>> {
-        self.backend.audience_get(name).await
+        dispatch!(self, audience_get(name))
     }
     pub async fn audience_list(&self) -> Result<Vec<audiences::AudienceView>> {
-        self.backend.audience_list().await
+        dispatch!(self, audience_list())
     }
     /// Creates an audience (no members yet); `Conflict` when the name is taken.
     pub async fn audience_create(&self, def: audiences::AudienceDef, actor: String) -> Result<audiences::AudienceView> {
-        self.backend.audience_create(def, actor).await
+        dispatch!(self, audience_create(def, actor))
     }
     pub async fn audience_update(&self, name: String, def: audiences::AudienceDef) -> Result<audiences::AudienceView> {
-        self.backend.audience_update(name, def).await
+        dispatch!(self, audience_update(name, def))
     }
     /// Deletes an audience with its members and history.
     pub async fn audience_delete(&self, name: String) -> Result<()> {
-        self.backend.audience_delete(name).await
+        dispatch!(self, audience_delete(name))
     }
     /// The facts audience rules read, per live profile.
     pub async fn audience_facts(&self, q: audiences::FactsQuery) -> Result<Vec<audiences::SubjectFacts>> {
-        self.backend.audience_facts(q).await
+        dispatch!(self, audience_facts(q))
     }
     /// The live subjects with events or consent receipts after the watermark, and the new one.
     pub async fn touched_since(&self, w: audiences::Watermark) -> Result<(Vec<ProfileId>, audiences::Watermark)> {
-        self.backend.touched_since(w).await
+        dispatch!(self, touched_since(w))
     }
     /// Makes `members` the audience's members among `scope` (all when `None`), recording
     /// each join and leave with `reason`.
     pub async fn audience_apply(&self, name: String, scope: Option<Vec<ProfileId>>, members: Vec<ProfileId>, reason: &'static str) -> Result<audiences::Applied> {
-        self.backend.audience_apply(name, scope, members, reason).await
+        dispatch!(self, audience_apply(name, scope, members, reason))
     }
     pub async fn audience_members(&self, name: String, after: Option<i64>, limit: usize) -> Result<Vec<audiences::MemberView>> {
-        self.backend.audience_members(name, after, limit).await
+        dispatch!(self, audience_members(name, after, limit))
     }
     pub async fn audience_history(&self, name: String, before: Option<i64>, limit: usize) -> Result<Vec<audiences::HistoryView>> {
-        self.backend.audience_history(name, before, limit).await
+        dispatch!(self, audience_history(name, before, limit))
     }
     /// The audiences a subject belongs to: (name, purpose, since).
     pub async fn audiences_of(&self, id: ProfileId) -> Result<Vec<(String, String, Millis)>> {
-        self.backend.audiences_of(id).await
+        dispatch!(self, audiences_of(id))
     }
     /// Records stock readings (product, quantity, time); a reading at the same time replaces.
     pub async fn stock_put(&self, levels: Vec<(String, f64, Millis)>, source: String) -> Result<u64> {
-        self.backend.stock_put(levels, source).await
+        dispatch!(self, stock_put(levels, source))
     }
     /// The latest reading of every product: (product, quantity, time).
     pub async fn stock_current(&self) -> Result<Vec<(String, f64, Millis)>> {
-        self.backend.stock_current().await
+        dispatch!(self, stock_current())
     }
     pub async fn match_candidates(&self, keys: Vec<String>) -> Result<Vec<MatchCandidate>> {
-        self.backend.match_candidates(keys).await
+        dispatch!(self, match_candidates(keys))
     }
     /// Merges two profiles judged the same person (`upper`: above the merge threshold), or
     /// queues them for review; merge protection holds.
     pub async fn merge_probable(&self, a: ProfileId, b: ProfileId, probability: f64, evidence: serde_json::Value, upper: bool, actor: String) -> Result<MatchDecision> {
-        self.backend.merge_probable(a, b, probability, evidence, upper, actor).await
+        dispatch!(self, merge_probable(a, b, probability, evidence, upper, actor))
     }
     pub async fn reviews(&self, status: Option<String>) -> Result<Vec<ReviewView>> {
-        self.backend.reviews(status).await
+        dispatch!(self, reviews(status))
     }
     pub async fn decide_review(&self, id: i64, merge: bool, actor: String) -> Result<ReviewView> {
-        self.backend.decide_review(id, merge, actor).await
+        dispatch!(self, decide_review(id, merge, actor))
     }
     pub async fn quarantine_list(&self, source: Option<String>) -> Result<Vec<QuarantineView>> {
-        self.backend.quarantine_list(source).await
+        dispatch!(self, quarantine_list(source))
     }
     pub async fn register_counts(&self, trait_categories: std::collections::BTreeMap<String, String>) -> Result<RegisterCounts> {
-        self.backend.register_counts(trait_categories).await
+        dispatch!(self, register_counts(trait_categories))
     }
 }

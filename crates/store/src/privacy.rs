@@ -260,6 +260,9 @@ pub struct RetentionReport {
     pub subjects_erased: u64,
     pub events_deleted: u64,
     pub events_by_category: BTreeMap<String, u64>,
+    /// PostgreSQL: month partitions of events dropped whole (older than any retention).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions_dropped: Vec<String>,
 }
 
 /// Live counts for the register of processing.

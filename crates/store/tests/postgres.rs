@@ -6,61 +6,34 @@ use confidant_store::postgres::{Postgres, PostgresOptions};
 use confidant_store::StoreError;
 use tokio_postgres::NoTls;
 
-/// A fresh database on the test server, dropped when the guard goes.
+/// A fresh database on the test server (the product's `TestDatabase`, dropped with the guard),
+/// with this file's options and a way to look inside.
 struct TestDb {
-    admin_url: String,
-    name: String,
-    url: String,
+    db: confidant_store::postgres::TestDatabase,
 }
 
 impl TestDb {
     async fn new() -> Option<TestDb> {
-        let Ok(admin_url) = std::env::var("CONFIDANT_TEST_DATABASE_URL") else {
-            eprintln!("CONFIDANT_TEST_DATABASE_URL is not set: PostgreSQL tests skipped (.ci/run sets it)");
-            return None;
-        };
-        let name = format!("confidant_test_{:016x}", rand_u64());
-        let (client, conn) = tokio_postgres::connect(&admin_url, NoTls).await.expect("the test PostgreSQL server answers");
-        tokio::spawn(conn);
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-        let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
-        Some(TestDb { url: format!("{base}/{name}"), admin_url, name })
+        match confidant_store::postgres::TestDatabase::create().await {
+            Some(db) => Some(TestDb { db }),
+            None => {
+                eprintln!("CONFIDANT_TEST_DATABASE_URL is not set: PostgreSQL tests skipped (.ci/run sets it)");
+                None
+            }
+        }
     }
 
     fn options(&self) -> PostgresOptions {
-        PostgresOptions { url: self.url.clone(), pool_size: 4, connect_attempts: 3 }
+        PostgresOptions { url: self.db.url.clone(), pool_size: 4, connect_attempts: 3, rules: Default::default(), master_key: [9; 32] }
     }
 
     async fn sql(&self, sql: &str) -> Vec<tokio_postgres::Row> {
-        let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(&self.db.url, NoTls).await.unwrap();
         tokio::spawn(conn);
         client.query(sql, &[]).await.unwrap()
     }
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin_url.clone(), self.name.clone());
-        // Best effort, on a thread of its own: the test's runtime may be shutting down.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                if let Ok((client, conn)) = tokio_postgres::connect(&admin, NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    h.finish()
-}
 
 #[tokio::test]
 async fn migrations_run_once_even_when_several_nodes_start_together() {
@@ -69,17 +42,17 @@ async fn migrations_run_once_even_when_several_nodes_start_together() {
     let opts = db.options();
     let (a, b, c) = tokio::join!(Postgres::open(&opts), Postgres::open(&opts), Postgres::open(&opts));
     let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
-    assert_eq!(a.schema_version().await.unwrap(), 1);
+    assert_eq!(a.schema_version().await.unwrap(), 5);
     let versions = db.sql("SELECT version FROM confidant_schema").await;
-    assert_eq!(versions.len(), 1, "applied once");
+    assert_eq!(versions.len(), 5, "each applied once");
     let tables = db.sql("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").await;
     let names: Vec<String> = tables.iter().map(|r| r.get(0)).collect();
-    for t in ["events", "event_ids", "identities", "profiles", "traits", "merges", "job_leases"] {
+    for t in ["events", "event_ids", "identities", "profiles", "traits", "merges", "job_leases", "consent_receipts", "audit_log", "deliveries", "console_users"] {
         assert!(names.iter().any(|n| n == t), "{t} missing from {names:?}");
     }
     // Opening again changes nothing.
     let again = Postgres::open(&opts).await.unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), 1);
+    assert_eq!(again.schema_version().await.unwrap(), 5);
 }
 
 #[tokio::test]
@@ -88,7 +61,7 @@ async fn a_database_at_a_newer_schema_is_refused_with_the_reason() {
     Postgres::open(&db.options()).await.unwrap();
     db.sql("INSERT INTO confidant_schema(version) VALUES (99)").await;
     match Postgres::open(&db.options()).await {
-        Err(e @ StoreError::SchemaTooNew { found: 99, supported: 1 }) => {
+        Err(e @ StoreError::SchemaTooNew { found: 99, supported: 5 }) => {
             assert!(e.to_string().contains("newer than this binary supports"), "{e}");
         }
         Err(other) => panic!("wrong refusal: {other}"),
@@ -99,14 +72,14 @@ async fn a_database_at_a_newer_schema_is_refused_with_the_reason() {
 #[tokio::test]
 async fn an_unreachable_server_is_retried_then_reported_without_the_password() {
     // Nothing listens on port 9 of loopback.
-    let opts = PostgresOptions { url: "postgres://shop:s3cret-pw@127.0.0.1:9/confidant".into(), pool_size: 1, connect_attempts: 3 };
+    let opts = PostgresOptions { url: "postgres://shop:s3cret-pw@127.0.0.1:9/confidant".into(), pool_size: 1, connect_attempts: 3, rules: Default::default(), master_key: [9; 32] };
     let started = std::time::Instant::now();
     let e = Postgres::open(&opts).await.err().expect("refused");
     let text = e.to_string();
     assert!(text.contains("cannot reach PostgreSQL at 127.0.0.1:9/confidant after 3 attempts"), "{text}");
     assert!(!text.contains("s3cret"), "never the password: {text}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(300), "it waited between attempts (0.1 s, then 0.2 s)");
-    let bad = PostgresOptions { url: "mysql://nope".into(), pool_size: 1, connect_attempts: 1 };
+    let bad = PostgresOptions { url: "mysql://nope".into(), pool_size: 1, connect_attempts: 1, rules: Default::default(), master_key: [9; 32] };
     assert!(Postgres::open(&bad).await.err().unwrap().to_string().contains("not a PostgreSQL URL"));
 }
 
@@ -266,24 +239,7 @@ async fn three_nodes_stitching_the_same_people_at_once_make_one_profile_each_wit
 
 /// What two backends must agree on about a person (profile ids are random, so they are left
 /// out; so are the times each backend stamps itself).
-async fn pg_view(pg: &Postgres, kind: confidant_core::ids::IdKind, value: &str) -> serde_json::Value {
-    let p = pg.find_profiles(kind, value).await.unwrap().pop().unwrap();
-    let mut bodies = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = pg.profile_events(p.id.0, 3, cursor).await.unwrap();
-        bodies.extend(page.events.iter().map(|e| e.body.get().to_owned()));
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    let merges: Vec<String> = pg.merges(p.id.0).await.unwrap().iter().map(|m| format!("{} {}", m.rule, m.evidence)).collect();
-    let conflicts: Vec<String> = pg.conflicts(p.id.0).await.unwrap().iter().map(|c| format!("{} {} {}", c.kind.as_str(), c.reason, c.message_id)).collect();
-    view_json(&p, bodies, merges, conflicts)
-}
-
-async fn sqlite_view(store: &confidant_store::Store, kind: confidant_core::ids::IdKind, value: &str) -> serde_json::Value {
+async fn view(store: &confidant_store::Store, kind: confidant_core::ids::IdKind, value: &str) -> serde_json::Value {
     let p = store.find_profiles(kind, value.to_owned()).await.unwrap().pop().unwrap();
     let mut bodies = Vec::new();
     let mut cursor = None;
@@ -319,10 +275,10 @@ async fn postgresql_and_sqlite_agree_on_every_profile_after_the_same_traffic() {
     use confidant_store::{IngestBatch, SqliteOptions, Store};
     use serde_json::json;
     let Some(db) = TestDb::new().await else { return };
-    let pg = Postgres::open(&db.options()).await.unwrap();
+    let pg = Store::open_postgres(db.options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Store::open_sqlite(&dir.path().join("c.db"), SqliteOptions { max_commit_messages: 10_000, rules: IdentityRules::default(), master_key: [9; 32] }).unwrap();
-    let pg_src = pg.ensure_sources(&["web".into()], 0).await.unwrap()[0];
+    let pg_src = pg.ensure_sources(vec!["web".into()]).await.unwrap()[0];
     let sq_src = sqlite.ensure_sources(vec!["web".into()]).await.unwrap()[0];
     // Each person's messages in an order that makes separate profiles first, then merges.
     let order = [5, 6, 7, 1, 0, 4, 2, 3, 8, 9];
@@ -331,24 +287,52 @@ async fn postgresql_and_sqlite_agree_on_every_profile_after_the_same_traffic() {
     traffic.push(json!({"type": "identify", "userId": "intruder", "traits": {"email": "p0@example.fr"}, "messageId": "clash", "timestamp": "2026-10-07T10:00:00Z"}));
     // A resend, and a later value of a trait from another source's point of view.
     traffic.push(traffic[0].clone());
-    let rules = IdentityRules::default();
     for chunk in traffic.chunks(5) {
         let msgs: Vec<_> = chunk.iter().cloned().map(sealed).collect();
-        let a = pg.ingest(&IngestBatch { source_id: pg_src, messages: msgs.clone(), rejected: vec![], drops: vec![] }, &rules, 1_795_000_000_000).await.unwrap();
+        let a = pg.ingest(IngestBatch { source_id: pg_src, messages: msgs.clone(), rejected: vec![], drops: vec![] }).await.unwrap();
         let b = sqlite.ingest(IngestBatch { source_id: sq_src, messages: msgs, rejected: vec![], drops: vec![] }).await.unwrap();
         assert_eq!((a.stored, a.duplicates, a.profiles_created, a.merges, a.conflicts), (b.stored, b.duplicates, b.profiles_created, b.merges, b.conflicts), "batch reports");
     }
     for p in 0..8 {
         for (kind, value) in [(IdKind::UserId, format!("user-{p}")), (IdKind::AnonymousId, format!("device2-{p}"))] {
-            let (a, b) = (pg_view(&pg, kind, &value).await, sqlite_view(&sqlite, kind, &value).await);
+            let (a, b) = (view(&pg, kind, &value).await, view(&sqlite, kind, &value).await);
             assert_eq!(a, b, "person {p} by {value}");
             assert!(a["merges"].as_array().unwrap().len() >= 2 && a["bodies"].as_array().unwrap().len() >= 9 && a["traits"].as_array().unwrap().len() >= 3, "a full profile: {a}");
         }
     }
-    let intruder = (pg_view(&pg, IdKind::UserId, "intruder").await, sqlite_view(&sqlite, IdKind::UserId, "intruder").await);
+    let intruder = (view(&pg, IdKind::UserId, "intruder").await, view(&sqlite, IdKind::UserId, "intruder").await);
     assert_eq!(intruder.0, intruder.1);
     assert!(!intruder.0["conflicts"].as_array().unwrap().is_empty(), "the refused merge is recorded: {}", intruder.0);
     let (ta, tb) = (pg.totals().await.unwrap(), sqlite.totals().await.unwrap());
     assert_eq!((ta.events, ta.profiles, ta.merges, ta.conflicts), (tb.events, tb.profiles, tb.merges, tb.conflicts));
     sqlite.close().await.unwrap();
+    pg.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn serve_jobs_take_turns_through_the_store_lease() {
+    use confidant_store::Store;
+    let Some(db) = TestDb::new().await else { return };
+    let (a, b) = (Store::open_postgres(db.options()).await.unwrap(), Store::open_postgres(db.options()).await.unwrap());
+    assert!(a.lease("retention", 60_000).await.unwrap(), "the first node takes the job");
+    assert!(!b.lease("retention", 60_000).await.unwrap(), "the second skips it");
+    assert!(a.lease("retention", 60_000).await.unwrap(), "the holder keeps it");
+    assert!(b.lease("matching", 60_000).await.unwrap(), "another job is the other node's");
+    // On SQLite (one node) a job always runs.
+    let dir = tempfile::tempdir().unwrap();
+    let lite = Store::open_sqlite(&dir.path().join("c.db"), confidant_store::SqliteOptions { max_commit_messages: 10, rules: Default::default(), master_key: [9; 32] }).unwrap();
+    assert!(lite.lease("retention", 60_000).await.unwrap());
+    lite.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_node_with_another_master_key_is_refused_at_start() {
+    let Some(db) = TestDb::new().await else { return };
+    Postgres::open(&db.options()).await.unwrap();
+    let mut other = db.options();
+    other.master_key = [8; 32];
+    let e = Postgres::open(&other).await.err().expect("refused");
+    assert!(e.to_string().contains("another master key"), "{e}");
+    assert!(!e.to_string().contains("0808"), "the key is never shown");
+    Postgres::open(&db.options()).await.expect("the right key still opens it");
 }

@@ -45,7 +45,9 @@ async fn main() -> Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).tcp_nodelay(true).build()?;
     let next = Arc::new(AtomicUsize::new(0));
     // Open every connection before the clock starts, as a long-running client would have.
-    let warm: Vec<_> = (0..args.concurrency).map(|_| client.get(format!("{}/health", args.url)).send()).collect();
+    // `--url` may list several nodes (comma-separated): batch i goes to node i mod n.
+    let urls: Vec<String> = args.url.split(',').map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty()).collect();
+    let warm: Vec<_> = (0..args.concurrency * urls.len()).map(|i| client.get(format!("{}/health", urls[i % urls.len()])).send()).collect();
     for w in warm {
         let _ = w.await?.bytes().await;
     }
@@ -54,7 +56,8 @@ async fn main() -> Result<()> {
     let deadline = started + Duration::from_secs_f64(args.max_seconds);
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, bodies, next, url, key) = (client.clone(), bodies.clone(), next.clone(), format!("{}/v1/batch", args.url), args.write_key.clone());
+        let (client, bodies, next, key) = (client.clone(), bodies.clone(), next.clone(), args.write_key.clone());
+        let batch_urls: Vec<String> = urls.iter().map(|u| format!("{u}/v1/batch")).collect();
         let rate = args.rate;
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -70,9 +73,10 @@ async fn main() -> Result<()> {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let body = &bodies[i];
+                let url = &batch_urls[i % batch_urls.len()];
                 let t = Instant::now();
                 loop {
-                    let r = client.post(&url).basic_auth(&key, Some("")).header("content-type", "application/json").body(body.bytes.clone()).send().await;
+                    let r = client.post(url).basic_auth(&key, Some("")).header("content-type", "application/json").body(body.bytes.clone()).send().await;
                     match r {
                         Ok(r) if r.status() == 200 => {
                             // Count what the server accepted, not what was sent: a message the

@@ -96,7 +96,7 @@ async fn main() -> Result<()> {
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
         admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
         let url = format!("{base}/{name}");
-        let pg = Postgres::open(&PostgresOptions { url: url.clone(), pool_size: 2, connect_attempts: 3 }).await?;
+        let pg = Postgres::open(&PostgresOptions { url: url.clone(), pool_size: 2, connect_attempts: 3, rules: Default::default(), master_key: [0; 32] }).await?;
         pg.ensure_partition(1_790_000_000_000).await?;
         let c = connect(&url).await?;
         c.batch_execute("INSERT INTO sources(id, name, created_at) VALUES (1, 'bench', 0); INSERT INTO profiles(id, created_at) VALUES (1, 0)").await?;

@@ -1,4 +1,7 @@
-//! The test harness: the real router on a real socket (port 0), a fresh SQLite database each.
+//! The test harness: the real router on a real socket (port 0), a fresh database each:
+//! SQLite, or PostgreSQL for the test binaries whose name ends in `_pg` (each `X_pg.rs` runs
+//! the tests of `X.rs` again on a database of its own on the server of
+//! `CONFIDANT_TEST_DATABASE_URL`; without that variable they run on SQLite and say so).
 #![allow(dead_code)]
 
 use confidant_core::config::{self, Config};
@@ -20,6 +23,65 @@ pub struct TestApp {
     pub app: App,
     pub dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// The PostgreSQL database of this test, if it runs on PostgreSQL.
+    pub pg: Option<confidant_store::postgres::TestDatabase>,
+}
+
+type PgFuture<'c, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'c>>;
+
+/// Runs `f` on a connection of its own to `url`, on a thread and runtime of its own (the
+/// test's runtime may be the one blocked waiting for the answer).
+pub fn on_pg<T: Send>(url: &str, f: impl for<'c> FnOnce(&'c tokio_postgres::Client) -> PgFuture<'c, T> + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                f(&client).await
+            })
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Whether this test binary runs on PostgreSQL (its name ends in `_pg`).
+pub fn on_postgres() -> bool {
+    env!("CARGO_CRATE_NAME").ends_with("_pg")
+}
+
+/// A fresh store of the backend this binary tests.
+/// `pg_url`: a PostgreSQL database the caller owns, to use instead.
+pub async fn open_store(dir: &std::path::Path, config: &Config, pg_url: Option<&str>) -> (Store, Option<confidant_store::postgres::TestDatabase>) {
+    if let Some(url) = pg_url {
+        let options =
+            confidant_store::postgres::PostgresOptions { url: url.to_owned(), pool_size: 4, connect_attempts: 3, rules: config.identity_rules(), master_key: [7; 32] };
+        return (Store::open_postgres(options).await.unwrap(), None);
+    }
+    if on_postgres() {
+        match confidant_store::postgres::TestDatabase::create().await {
+            Some(db) => {
+                let store = Store::open_postgres(confidant_store::postgres::PostgresOptions {
+                    url: db.url.clone(),
+                    pool_size: 8,
+                    connect_attempts: 3,
+                    rules: config.identity_rules(),
+                    master_key: [7; 32],
+                })
+                .await
+                .unwrap();
+                return (store, Some(db));
+            }
+            None => eprintln!("CONFIDANT_TEST_DATABASE_URL is not set: this PostgreSQL run uses SQLite (.ci/run sets it)"),
+        }
+    }
+    let store = Store::open_sqlite(
+        &dir.join("confidant.db"),
+        SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules(), master_key: [7; 32] },
+    )
+    .unwrap();
+    (store, None)
 }
 
 pub async fn spawn_app_with(extra: &str) -> TestApp {
@@ -28,6 +90,19 @@ pub async fn spawn_app_with(extra: &str) -> TestApp {
 
 /// The same with more keys of `[server]` (`server` goes inside that table).
 pub async fn spawn_app_with_server(server: &str, extra: &str) -> TestApp {
+    spawn(server, extra, None).await
+}
+
+/// The app on the PostgreSQL database at `url` (which the caller owns).
+pub async fn spawn_app_on(url: &str) -> TestApp {
+    spawn("", "", Some(url)).await
+}
+
+async fn spawn(server: &str, extra: &str, pg_url: Option<&str>) -> TestApp {
+    // CONFIDANT_TEST_LOG=warn shows the server's own log (what a 503 hides from the client).
+    if let Ok(filter) = std::env::var("CONFIDANT_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_test_writer().try_init();
+    }
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
@@ -73,11 +148,7 @@ pub async fn spawn_app_with_server(server: &str, extra: &str) -> TestApp {
         dir.path().display()
     );
     let config: Config = config::load(&text, Vec::new()).unwrap().config;
-    let store = Store::open_sqlite(
-        &dir.path().join("confidant.db"),
-        SqliteOptions { max_commit_messages: config.ingest.max_commit_messages, rules: config.identity_rules(), master_key: [7; 32] },
-    )
-    .unwrap();
+    let (store, pg) = open_store(dir.path(), &config, pg_url).await;
     let app = App::new(config, store, MasterKey::from_bytes([7; 32])).await.unwrap();
     let server = confidant_http::Server::bind(app.clone()).await.unwrap();
     let base = format!("http://{}", server.local_addr());
@@ -85,7 +156,7 @@ pub async fn spawn_app_with_server(server: &str, extra: &str) -> TestApp {
     tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    TestApp { base, client: reqwest::Client::new(), app, dir, _stop: stop }
+    TestApp { base, client: reqwest::Client::new(), app, dir, _stop: stop, pg }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -108,8 +179,10 @@ impl TestApp {
     }
     pub async fn api_json(&self, path: &str) -> Value {
         let r = self.api(path).await;
-        assert_eq!(r.status(), 200, "{path}");
-        r.json().await.unwrap()
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
     }
     pub async fn events_stored(&self) -> i64 {
         self.app.store().totals().await.unwrap().events
@@ -227,9 +300,73 @@ impl TestApp {
         let r = r.send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     }
+    /// Every place the texts are found: the files of the data directory, and on PostgreSQL
+    /// every row of every table (what `verify-erasure` checks there).
     pub fn scan(&self, texts: &[&str]) -> Vec<String> {
         let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
-        confidant_service::scan::scan(self.dir.path(), &texts).unwrap().hits.iter().map(|h| format!("{} in {} at {}", texts[h.needle], h.file.display(), h.offset)).collect()
+        let mut hits: Vec<String> =
+            confidant_service::scan::scan(self.dir.path(), &texts).unwrap().hits.iter().map(|h| format!("{} in {} at {}", texts[h.needle], h.file.display(), h.offset)).collect();
+        if let Some(db) = &self.pg {
+            let url = db.url.clone();
+            let found = on_pg(&url, |c| Box::pin(async move { confidant_store::postgres::scan_rows(c, &texts).await.map(|h| (h, texts)) })).unwrap();
+            hits.extend(found.0.iter().map(|h| format!("{} in table {} ({}, {} rows)", found.1[h.needle], h.table, h.variant, h.rows)));
+        }
+        hits
+    }
+
+    /// Runs SQL (SQLite's dialect; translated on PostgreSQL) on the test's database, behind
+    /// the app's back, and returns the first column of every row. For tests that tamper with
+    /// or look into the store.
+    pub fn sql(&self, sql: &str) -> Vec<confidant_store::sql::Owned> {
+        match &self.pg {
+            Some(db) => {
+                let text = confidant_store::sql::pg_dialect(sql).into_owned();
+                on_pg(&db.url, |c| {
+                    Box::pin(async move {
+                        let rows = c.query(text.as_str(), &[]).await.map_err(|e| e.to_string())?;
+                        Ok::<_, String>(rows.iter().map(|r| r.get::<_, confidant_store::sql::Owned>(0)).collect())
+                    })
+                })
+                .unwrap()
+            }
+            None => {
+                let conn = rusqlite::Connection::open(self.dir.path().join("confidant.db")).unwrap();
+                conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+                let mut stmt = conn.prepare(sql).unwrap();
+                if stmt.column_count() == 0 {
+                    stmt.execute([]).unwrap();
+                    return Vec::new();
+                }
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok(match r.get_ref(0)? {
+                            rusqlite::types::ValueRef::Null => confidant_store::sql::Owned::Null,
+                            rusqlite::types::ValueRef::Integer(i) => confidant_store::sql::Owned::Int(i),
+                            rusqlite::types::ValueRef::Real(f) => confidant_store::sql::Owned::Real(f),
+                            rusqlite::types::ValueRef::Text(t) => confidant_store::sql::Owned::Text(String::from_utf8_lossy(t).into_owned()),
+                            rusqlite::types::ValueRef::Blob(b) => confidant_store::sql::Owned::Blob(b.to_vec()),
+                        })
+                    })
+                    .unwrap();
+                rows.map(Result::unwrap).collect()
+            }
+        }
+    }
+
+    /// The one integer a query answers.
+    pub fn sql_i64(&self, sql: &str) -> i64 {
+        match self.sql(sql).first() {
+            Some(confidant_store::sql::Owned::Int(i)) => *i,
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    /// The one text a query answers.
+    pub fn sql_text(&self, sql: &str) -> String {
+        match self.sql(sql).first() {
+            Some(confidant_store::sql::Owned::Text(t)) => t.clone(),
+            other => panic!("{sql}: {other:?}"),
+        }
     }
     pub async fn receipts_total(&self) -> i64 {
         self.app.store().privacy_version().await.unwrap().0

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use base64::Engine;
 use confidant_core::crypto::{self, ENC_KEY};
 use confidant_core::ids::ProfileId;
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::sql::{params, Conn as Connection, OptionalExtension};
 use serde_json::Value;
 
 use crate::{Result, StoreError};
@@ -23,8 +23,7 @@ pub(super) fn subject_key(conn: &Connection, master: &[u8; 32], profile: i64) ->
     if let Some(k) = existing_key(conn, master, profile)? {
         return Ok(k);
     }
-    let key: [u8; 32] = rand::random();
-    let wrapped = crypto::seal(master, rand::random(), &crypto::key_aad(profile), &key);
+    let (key, wrapped) = new_key(master, profile);
     conn.prepare_cached("INSERT INTO subject_keys(profile_id, wrapped, created_at) VALUES (?1, ?2, ?3)")?.execute(params![profile, wrapped, super::now_millis()])?;
     Ok(key)
 }
@@ -32,18 +31,25 @@ pub(super) fn subject_key(conn: &Connection, master: &[u8; 32], profile: i64) ->
 /// The subject's data key if it still exists (it does not after an erasure).
 pub(super) fn existing_key(conn: &Connection, master: &[u8; 32], profile: i64) -> Result<Option<[u8; 32]>> {
     let wrapped: Option<Vec<u8>> = conn.prepare_cached("SELECT wrapped FROM subject_keys WHERE profile_id = ?1")?.query_row([profile], |r| r.get(0)).optional()?;
-    match wrapped {
-        None => Ok(None),
-        Some(w) => {
-            let k = crypto::open(master, &crypto::key_aad(profile), &w)
-                .map_err(|_| StoreError::Open("a subject key cannot be unwrapped: is this the master key the data was written with?".into()))?;
-            Ok(Some(k.try_into().map_err(|_| StoreError::Conflict("a subject key has the wrong length".into()))?))
-        }
-    }
+    wrapped.map(|w| unwrap_key(master, profile, &w)).transpose()
+}
+
+/// A new data key for a subject, and the same wrapped by the master key (as stored).
+pub(crate) fn new_key(master: &[u8; 32], profile: i64) -> ([u8; 32], Vec<u8>) {
+    let key: [u8; 32] = rand::random();
+    let wrapped = crypto::seal(master, rand::random(), &crypto::key_aad(profile), &key);
+    (key, wrapped)
+}
+
+/// A stored subject key, unwrapped.
+pub(crate) fn unwrap_key(master: &[u8; 32], profile: i64, wrapped: &[u8]) -> Result<[u8; 32]> {
+    let k = crypto::open(master, &crypto::key_aad(profile), wrapped)
+        .map_err(|_| StoreError::Open("a subject key cannot be unwrapped: is this the master key the data was written with?".into()))?;
+    k.try_into().map_err(|_| StoreError::Conflict("a subject key has the wrong length".into()))
 }
 
 /// Seals one JSON value for a subject; returns the JSON text of the envelope.
-pub(super) fn seal_json(key: &[u8; 32], profile: i64, plain_json: &str) -> String {
+pub(crate) fn seal_json(key: &[u8; 32], profile: i64, plain_json: &str) -> String {
     let sealed = crypto::seal(key, rand::random(), &crypto::value_aad(profile), plain_json.as_bytes());
     serde_json::json!({ENC_KEY: b64().encode(sealed), KEY_OWNER: ProfileId(profile).to_string()}).to_string()
 }

@@ -1,7 +1,7 @@
 //! The privacy centre's codes and sessions in SQLite.
 
 use confidant_core::ids::ProfileId;
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::sql::{params, Conn as Connection, OptionalExtension, Row};
 
 use super::MEMBERS;
 use crate::portal::*;
@@ -86,7 +86,7 @@ pub(super) fn erase_subject(conn: &Connection, root: i64) -> Result<u64> {
 
 const USER: &str = "id, email, name, role, password_hash, created_at, created_by, disabled_at, failed_logins, locked_until";
 
-fn user(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConsoleUser> {
+fn user(r: &Row<'_>) -> crate::sql::Result<ConsoleUser> {
     Ok(ConsoleUser {
         id: r.get(0)?,
         email: r.get(1)?,
@@ -106,9 +106,10 @@ pub(super) fn user_create(conn: &Connection, email: &str, name: &str, role: &str
     if exists {
         return Err(crate::StoreError::Conflict("an account with this email exists already".into()));
     }
-    conn.prepare_cached("INSERT INTO console_users(email, name, role, password_hash, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![email, name, role, password_hash, now, by])?;
-    let id = conn.last_insert_rowid();
+    let id = conn.insert_id(
+        "INSERT INTO console_users(email, name, role, password_hash, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![email, name, role, password_hash, now, by],
+    )?;
     Ok(conn.prepare_cached(&format!("SELECT {USER} FROM console_users WHERE id = ?1"))?.query_row([id], user)?)
 }
 
@@ -118,7 +119,7 @@ pub(super) fn user_by_email(conn: &Connection, email: &str) -> Result<Option<Con
 
 pub(super) fn users(conn: &Connection) -> Result<Vec<ConsoleUser>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {USER} FROM console_users ORDER BY id"))?;
-    let rows = stmt.query_map([], user)?.collect::<std::result::Result<_, _>>()?;
+    let rows = stmt.query_map((), user)?.collect::<std::result::Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -179,12 +180,13 @@ pub(super) fn events_per_day(conn: &Connection, since: i64) -> Result<Vec<(i64, 
 /// For each purpose, the subjects whose latest decision (scope '') grants it and refuses it.
 pub(super) fn consent_rates(conn: &Connection) -> Result<Vec<(String, u64, u64)>> {
     let mut stmt = conn.prepare_cached(
-        "WITH latest AS (SELECT profile_id, purpose, granted, max(seq) FROM consent_receipts
-                         WHERE scope = '' AND profile_id IS NOT NULL GROUP BY profile_id, purpose)
+        "WITH latest AS (SELECT c.profile_id, c.purpose, c.granted FROM consent_receipts c
+                         WHERE c.scope = '' AND c.profile_id IS NOT NULL
+                           AND c.seq = (SELECT max(d.seq) FROM consent_receipts d WHERE d.profile_id = c.profile_id AND d.purpose = c.purpose AND d.scope = ''))
          SELECT purpose, sum(granted), sum(1 - granted) FROM latest GROUP BY purpose ORDER BY purpose",
     )?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))?
+        .query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))?
         .collect::<std::result::Result<_, _>>()?;
     Ok(rows)
 }

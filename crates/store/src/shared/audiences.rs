@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use confidant_core::ids::ProfileId;
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::sql::{params, Conn as Connection, OptionalExtension, Row};
 use serde_json::Value;
 
 use super::{root_of, MEMBERS};
@@ -12,7 +12,7 @@ use crate::{Result, StoreError};
 
 const COLUMNS: &str = "id, name, purpose, rule, description, created_at, created_by, updated_at, evaluated_at, size";
 
-fn view(r: &rusqlite::Row<'_>) -> rusqlite::Result<AudienceView> {
+fn view(r: &Row<'_>) -> crate::sql::Result<AudienceView> {
     Ok(AudienceView {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -33,7 +33,7 @@ pub(super) fn get(conn: &Connection, name: &str) -> Result<Option<AudienceView>>
 
 pub(super) fn list(conn: &Connection) -> Result<Vec<AudienceView>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM audiences ORDER BY name"))?;
-    let rows = stmt.query_map([], view)?.collect::<std::result::Result<_, _>>()?;
+    let rows = stmt.query_map((), view)?.collect::<std::result::Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -128,7 +128,7 @@ pub(super) fn facts(conn: &Connection, master: &[u8; 32], q: &FactsQuery) -> Res
             }
             if !traits.is_empty() {
                 let mut stmt = conn.prepare("SELECT t.profile_id, t.key, t.value, t.ts, s.name FROM traits t JOIN sources s ON s.id = t.source_id")?;
-                let mut rows = stmt.query([])?;
+                let mut rows = stmt.query(())?;
                 while let Some(r) = rows.next()? {
                     let key: String = r.get(1)?;
                     if traits.contains(key.as_str()) {
@@ -142,7 +142,7 @@ pub(super) fn facts(conn: &Connection, master: &[u8; 32], q: &FactsQuery) -> Res
             }
             if !computed.is_empty() {
                 let mut stmt = conn.prepare("SELECT profile_id, key, value FROM computed_traits")?;
-                let mut rows = stmt.query([])?;
+                let mut rows = stmt.query(())?;
                 while let Some(r) = rows.next()? {
                     let key: String = r.get(1)?;
                     if computed.contains(key.as_str()) {
@@ -169,8 +169,8 @@ pub(super) fn facts(conn: &Connection, master: &[u8; 32], q: &FactsQuery) -> Res
 
 /// The live subjects with events or consent receipts after the watermark, and the new one.
 pub(super) fn touched_since(conn: &Connection, w: Watermark) -> Result<(Vec<ProfileId>, Watermark)> {
-    let events: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
-    let receipts: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM consent_receipts", [], |r| r.get(0))?;
+    let events: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", (), |r| r.get(0))?;
+    let receipts: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM consent_receipts", (), |r| r.get(0))?;
     let mut ids: BTreeSet<i64> = BTreeSet::new();
     let mut stmt = conn.prepare_cached("SELECT DISTINCT profile_id FROM events WHERE seq > ?1 AND seq <= ?2")?;
     for r in stmt.query_map([w.events, events], |r| r.get::<_, i64>(0))? {
@@ -226,7 +226,7 @@ pub(super) fn apply(conn: &Connection, name: &str, scope: Option<&[ProfileId]>, 
         record(conn, a.id, *p, now, "left", reason)?;
         applied.left += 1;
     }
-    let mut ins = conn.prepare_cached("INSERT OR IGNORE INTO audience_members(audience_id, profile_id, since) SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM profiles WHERE id = ?2)")?;
+    let mut ins = conn.prepare_cached("INSERT OR IGNORE INTO audience_members(audience_id, profile_id, since) SELECT CAST(?1 AS BIGINT), CAST(?2 AS BIGINT), CAST(?3 AS BIGINT) WHERE EXISTS (SELECT 1 FROM profiles WHERE id = ?2)")?;
     for p in wanted.difference(&current) {
         if ins.execute(params![a.id, p, now])? > 0 {
             record(conn, a.id, *p, now, "joined", reason)?;
@@ -264,7 +264,7 @@ pub(super) fn history(conn: &Connection, name: &str, before: Option<i64>, limit:
 pub(super) fn of_subject(conn: &Connection, id: i64) -> Result<Vec<(String, String, i64)>> {
     let Some(root) = root_of(conn, id)? else { return Ok(Vec::new()) };
     let mut stmt = conn.prepare_cached(&format!(
-        "{MEMBERS} SELECT a.name, a.purpose, min(m2.since) FROM audience_members m2 JOIN audiences a ON a.id = m2.audience_id WHERE m2.profile_id IN m GROUP BY a.name ORDER BY a.name"
+        "{MEMBERS} SELECT a.name, a.purpose, min(m2.since) FROM audience_members m2 JOIN audiences a ON a.id = m2.audience_id WHERE m2.profile_id IN m GROUP BY a.name, a.purpose ORDER BY a.name"
     ))?;
     let rows = stmt.query_map([root], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<std::result::Result<_, _>>()?;
     Ok(rows)

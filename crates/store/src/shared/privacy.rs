@@ -8,10 +8,10 @@ use confidant_core::audit::{self, Link};
 use confidant_core::identity::IdentityRules;
 use confidant_core::ids::{IdKind, Identifier, ProfileId};
 use confidant_core::message::{Envelope, MessageType};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::sql::{params, Conn as Connection, OptionalExtension, Row};
 use serde_json::Value;
 
-use super::writer::{resolve_target, IdentityCache};
+use super::graph::{resolve_target, IdentityCache};
 use super::{kind_code, kind_of, root_of, MEMBERS};
 use crate::privacy::*;
 use crate::{IngestReport, Result, StoreError};
@@ -30,7 +30,7 @@ fn hex32(b: &[u8]) -> Result<[u8; 32]> {
 
 // ------------------------------------------------------------------------------ consent
 
-fn receipt_content(r: &Row<'_>) -> rusqlite::Result<String> {
+fn receipt_content(r: &Row<'_>) -> crate::sql::Result<String> {
     // receipt_id, profile_id, purpose, scope, granted, at, method, notice_version,
     // notice_sha256, source_id, identifier_kind, identifier, evidence
     Ok(format!(
@@ -70,7 +70,7 @@ pub(super) fn record_consent(conn: &Connection, cache: &mut IdentityCache, rules
     }
     let source_id = match w.source_id {
         Some(s) => s,
-        None => conn.query_row("SELECT id FROM sources WHERE name = '(rights desk)'", [], |r| r.get(0))?,
+        None => conn.query_row("SELECT id FROM sources WHERE name = '(rights desk)'", (), |r| r.get(0))?,
     };
     let receipt_ids: Vec<String> = w.receipts.iter().map(|_| random_id("rcpt")).collect();
     let envelope = Envelope {
@@ -133,7 +133,7 @@ pub(super) fn record_consent(conn: &Connection, cache: &mut IdentityCache, rules
 const RECEIPT_COLUMNS: &str = "c.seq, c.receipt_id, c.purpose, c.scope, c.granted, c.at, c.method, c.notice_version, c.notice_sha256,
     s.name, c.identifier_kind, c.evidence, c.hash FROM consent_receipts c LEFT JOIN sources s ON s.id = c.source_id";
 
-fn receipt_row(r: &Row<'_>) -> rusqlite::Result<ReceiptView> {
+fn receipt_row(r: &Row<'_>) -> crate::sql::Result<ReceiptView> {
     Ok(ReceiptView {
         seq: r.get(0)?,
         receipt_id: r.get(1)?,
@@ -198,20 +198,20 @@ pub(super) fn consent_changes_since(conn: &Connection, since: i64) -> Result<Vec
 pub(super) fn privacy_version(conn: &Connection) -> Result<(i64, i64)> {
     Ok(conn.query_row(
         "SELECT (SELECT coalesce(max(seq), 0) FROM consent_receipts), (SELECT count(*) FROM tombstones)",
-        [],
+        (),
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?)
 }
 
 pub(super) fn verify_receipts(conn: &Connection) -> Result<ChainReport> {
     let mut stmt = conn.prepare("SELECT * FROM consent_receipts ORDER BY seq")?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     let mut links = Vec::new();
     while let Some(r) = rows.next()? {
         let stored = hex32(&r.get::<_, Vec<u8>>("digest")?)?;
         let digest = match r.get::<_, Option<Vec<u8>>>("salt")? {
             // Intact: recompute from the content, so that an edited field shows.
-            Some(salt) if r.get::<_, i64>("erased")? == 0 => audit::salted_digest(&salt, receipt_content(r)?.as_bytes()),
+            Some(salt) if r.get::<_, i64>("erased")? == 0 => audit::salted_digest(&salt, receipt_content(&r)?.as_bytes()),
             // Erased: only the links can be checked.
             _ => stored,
         };
@@ -224,7 +224,7 @@ pub(super) fn verify_receipts(conn: &Connection) -> Result<ChainReport> {
 /// Read inside the writer's transaction, so that two processes never fork the chain.
 fn chain_head(conn: &Connection, table: &str) -> Result<([u8; 32], i64)> {
     conn.prepare_cached(&format!("SELECT hash, seq FROM {table} ORDER BY seq DESC LIMIT 1"))?
-        .query_row([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))
+        .query_row((), |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))
         .optional()?
         .map(|(h, s)| hex32(&h).map(|h| (h, s)))
         .transpose()
@@ -266,8 +266,8 @@ pub(super) fn append_audit(conn: &Connection, entries: &[AuditEntry], now: i64) 
 pub(super) fn audit_list(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditView>> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, at, actor, action, subject, detail, hash FROM audit_log
-         WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action = ?2 OR action LIKE ?2 || '.%') AND (?3 IS NULL OR subject = ?3)
-           AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5) AND (?6 IS NULL OR seq < ?6)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR actor = ?1) AND (CAST(?2 AS TEXT) IS NULL OR action = ?2 OR action LIKE ?2 || '.%') AND (CAST(?3 AS TEXT) IS NULL OR subject = ?3)
+           AND (CAST(?4 AS BIGINT) IS NULL OR at >= ?4) AND (CAST(?5 AS BIGINT) IS NULL OR at < ?5) AND (CAST(?6 AS BIGINT) IS NULL OR seq < ?6)
          ORDER BY seq DESC LIMIT ?7",
     )?;
     let rows = stmt.query_map(
@@ -289,7 +289,7 @@ pub(super) fn audit_list(conn: &Connection, f: &AuditFilter) -> Result<Vec<Audit
 
 pub(super) fn verify_audit(conn: &Connection) -> Result<ChainReport> {
     let mut stmt = conn.prepare("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq")?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     let mut links = Vec::new();
     while let Some(r) = rows.next()? {
         let content = audit_content(r.get(1)?, &r.get::<_, String>(2)?, &r.get::<_, String>(3)?, r.get::<_, Option<String>>(4)?.as_deref(), &r.get::<_, String>(5)?);
@@ -308,7 +308,7 @@ pub(super) fn verify_audit(conn: &Connection) -> Result<ChainReport> {
 pub(super) fn add_drops(conn: &Connection, source_id: i64, drops: &[(DropKey, u64)], now: i64) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO minimisation_counts(source_id, event, field, reason, count, first_at, last_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-         ON CONFLICT(source_id, event, field, reason) DO UPDATE SET count = count + excluded.count, last_at = excluded.last_at",
+         ON CONFLICT(source_id, event, field, reason) DO UPDATE SET count = minimisation_counts.count + excluded.count, last_at = excluded.last_at",
     )?;
     for (k, n) in drops {
         stmt.execute(params![source_id, k.event, k.field, k.reason, *n as i64, now])?;
@@ -318,10 +318,11 @@ pub(super) fn add_drops(conn: &Connection, source_id: i64, drops: &[(DropKey, u6
 
 pub(super) fn minimisation(conn: &Connection) -> Result<Vec<MinimisationRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT s.name, m.event, m.field, m.reason, m.count, m.first_at, m.last_at FROM minimisation_counts m
-         JOIN sources s ON s.id = m.source_id ORDER BY m.count DESC, s.name, m.event, m.field",
+        // Summed: on PostgreSQL each batch appends its own row (see its migration 0003).
+        "SELECT s.name, m.event, m.field, m.reason, CAST(sum(m.count) AS INTEGER) AS n, min(m.first_at), max(m.last_at) FROM minimisation_counts m
+         JOIN sources s ON s.id = m.source_id GROUP BY s.name, m.event, m.field, m.reason ORDER BY n DESC, s.name, m.event, m.field",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map((), |r| {
         Ok(MinimisationRow { source: r.get(0)?, event: r.get(1)?, field: r.get(2)?, reason: r.get(3)?, count: r.get(4)?, first_at: r.get(5)?, last_at: r.get(6)? })
     })?;
     Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -329,7 +330,7 @@ pub(super) fn minimisation(conn: &Connection) -> Result<Vec<MinimisationRow>> {
 
 // ------------------------------------------------------------------------------ rights requests
 
-fn dsr_row(r: &Row<'_>) -> rusqlite::Result<DsrView> {
+fn dsr_row(r: &Row<'_>) -> crate::sql::Result<DsrView> {
     let kind: String = r.get(2)?;
     let deadline: i64 = r.get(8)?;
     let completed: Option<i64> = r.get(9)?;
@@ -363,12 +364,12 @@ pub(super) fn dsr_list(conn: &Connection, open_only: bool, limit: usize) -> Resu
 }
 
 pub(super) fn dsr_create(conn: &Connection, d: &DsrInput) -> Result<DsrView> {
-    conn.prepare_cached(
+    let id = conn.insert_id(
         "INSERT INTO dsr_requests(receipt_id, kind, status, profile_id, subject_ref, actor, channel, requested_at, deadline)
          VALUES (?1, ?2, 'received', ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![random_id("dsr"), d.kind.as_str(), d.profile.map(|p| p.0), d.subject_ref, d.actor, d.channel, d.requested_at, d.requested_at + DSR_DEADLINE_MS])?;
-    dsr_get(conn, conn.last_insert_rowid())?.ok_or(StoreError::NotFound("request"))
+        params![random_id("dsr"), d.kind.as_str(), d.profile.map(|p| p.0), d.subject_ref, d.actor, d.channel, d.requested_at, d.requested_at + DSR_DEADLINE_MS],
+    )?;
+    dsr_get(conn, id)?.ok_or(StoreError::NotFound("request"))
 }
 
 pub(super) fn dsr_finish(conn: &Connection, id: i64, status: &str, detail: &Value, now: i64) -> Result<DsrView> {
@@ -423,7 +424,7 @@ pub(super) fn rectify(conn: &Connection, id: i64, key: &str, value: Option<&Valu
         (Some(v), None) => Some(v.to_string()),
         (None, _) => None,
     };
-    let source: i64 = conn.query_row("SELECT id FROM sources WHERE name = '(rights desk)'", [], |r| r.get(0))?;
+    let source: i64 = conn.query_row("SELECT id FROM sources WHERE name = '(rights desk)'", (), |r| r.get(0))?;
     // The tree's other rows for the key would lose to the new one by time; remove them so that
     // the inaccurate value is not kept either.
     conn.prepare_cached(&format!("{MEMBERS} DELETE FROM traits WHERE profile_id IN m AND key = ?2"))?.execute(params![root, key])?;
@@ -433,6 +434,17 @@ pub(super) fn rectify(conn: &Connection, id: i64, key: &str, value: Option<&Valu
     }
     // The stored messages that carried the inaccurate value are corrected too (Art. 16: the
     // data must be accurate wherever it is kept), in `traits` and `context.traits`.
+    if conn.is_postgres() {
+        // The same on PostgreSQL, through jsonb (the body is kept as text).
+        for path in [format!("{{traits,\"{key}\"}}"), format!("{{context,traits,\"{key}\"}}")] {
+            let sql = match value {
+                Some(_) => format!("{MEMBERS} UPDATE events SET body = jsonb_set(body::jsonb, CAST(?2 AS TEXT)::text[], CAST(?3 AS TEXT)::jsonb)::text WHERE profile_id IN m AND (body::jsonb #> CAST(?2 AS TEXT)::text[]) IS NOT NULL"),
+                None => format!("{MEMBERS} UPDATE events SET body = (body::jsonb #- CAST(?2 AS TEXT)::text[])::text WHERE profile_id IN m AND (body::jsonb #> CAST(?2 AS TEXT)::text[]) IS NOT NULL AND CAST(?3 AS TEXT) IS NULL"),
+            };
+            conn.prepare_cached(&sql)?.execute(params![root, path, stored])?;
+        }
+        return Ok(());
+    }
     for path in [format!("$.traits.\"{key}\""), format!("$.context.traits.\"{key}\"")] {
         let sql = match value {
             Some(_) => format!("{MEMBERS} UPDATE events SET body = json_set(body, ?2, json(?3)) WHERE profile_id IN m AND json_type(body, ?2) IS NOT NULL"),
@@ -465,6 +477,10 @@ pub(super) fn erase(conn: &Connection, req: &ErasureRequest, now: i64) -> Result
     report.activation_rows += super::portal::erase_subject(conn, root)?;
     // The keys first: whatever else may survive somewhere (a backup) cannot be decrypted.
     report.keys_destroyed = run("DELETE FROM subject_keys WHERE profile_id IN m")?;
+    if conn.is_postgres() {
+        // PostgreSQL deduplicates through a table of its own: the message ids go too.
+        run("DELETE FROM event_ids WHERE (source_id, message_id) IN (SELECT source_id, message_id FROM events WHERE profile_id IN m)")?;
+    }
     report.events = run("DELETE FROM events WHERE profile_id IN m")?;
     report.traits = run("DELETE FROM traits WHERE profile_id IN m")?;
     report.traits += run("DELETE FROM computed_traits WHERE profile_id IN m")?;
@@ -491,7 +507,7 @@ pub(super) fn erase(conn: &Connection, req: &ErasureRequest, now: i64) -> Result
     if req.tombstones {
         let mut ins = conn.prepare_cached(
             "INSERT INTO tombstones(hash, erased_at, suppress) VALUES (?1, ?2, ?3)
-             ON CONFLICT(hash) DO UPDATE SET suppress = max(suppress, excluded.suppress), erased_at = excluded.erased_at",
+             ON CONFLICT(hash) DO UPDATE SET suppress = max(tombstones.suppress, excluded.suppress), erased_at = excluded.erased_at",
         )?;
         for id in &report.identifiers {
             ins.execute(params![&audit::identifier_hash(&req.tombstone_key, id.kind, &id.value)[..], now, req.suppress as i64])?;
@@ -515,13 +531,13 @@ pub(super) fn erase(conn: &Connection, req: &ErasureRequest, now: i64) -> Result
 /// tombstone. Returns the subjects erased.
 pub(super) fn reapply_tombstones(conn: &Connection, key: &[u8; 32], actor: &str, now: i64) -> Result<u64> {
     let stones: std::collections::HashSet<Vec<u8>> =
-        conn.prepare("SELECT hash FROM tombstones")?.query_map([], |r| r.get(0))?.collect::<std::result::Result<_, _>>()?;
+        conn.prepare("SELECT hash FROM tombstones")?.query_map((), |r| r.get(0))?.collect::<std::result::Result<_, _>>()?;
     if stones.is_empty() {
         return Ok(0);
     }
     let mut hits = Vec::new();
     let mut stmt = conn.prepare("SELECT kind, value, profile_id FROM identities")?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         let kind: IdKind = kind_of(r.get(0)?);
         let value: String = r.get(1)?;
@@ -630,6 +646,12 @@ pub(super) fn apply_retention(
         }
         for (category, days) in &rule.categories {
             let cutoff = days.map_or(i64::MAX, |d| now - i64::from(d) * DAY);
+            if conn.is_postgres() {
+                conn.prepare_cached(&format!(
+                    "{MEMBERS} DELETE FROM event_ids WHERE (source_id, message_id) IN (SELECT source_id, message_id FROM events WHERE profile_id IN m AND category = ?2 AND ts < ?3)"
+                ))?
+                .execute(params![root, category, cutoff])?;
+            }
             let n = conn
                 .prepare_cached(&format!("{MEMBERS} DELETE FROM events WHERE profile_id IN m AND category = ?2 AND ts < ?3"))?
                 .execute(params![root, category, cutoff])? as u64;
@@ -646,16 +668,16 @@ pub(super) fn apply_retention(
 
 pub(super) fn register_counts(conn: &Connection, trait_categories: &BTreeMap<String, String>) -> Result<RegisterCounts> {
     let mut c = RegisterCounts {
-        subjects: conn.query_row("SELECT count(*) FROM profiles WHERE merged_into IS NULL", [], |r| r.get::<_, i64>(0))? as u64,
-        receipts: conn.query_row("SELECT count(*) FROM consent_receipts WHERE erased = 0", [], |r| r.get::<_, i64>(0))? as u64,
-        requests: conn.query_row("SELECT count(*) FROM dsr_requests", [], |r| r.get::<_, i64>(0))? as u64,
+        subjects: conn.query_row("SELECT count(*) FROM profiles WHERE merged_into IS NULL", (), |r| r.get::<_, i64>(0))? as u64,
+        receipts: conn.query_row("SELECT count(*) FROM consent_receipts WHERE erased = 0", (), |r| r.get::<_, i64>(0))? as u64,
+        requests: conn.query_row("SELECT count(*) FROM dsr_requests", (), |r| r.get::<_, i64>(0))? as u64,
         ..Default::default()
     };
     // Subjects (live roots) per event category and per trait category.
     let root_of_profile = |p: i64| -> Result<Option<i64>> { root_of(conn, p) };
     let mut per_cat: BTreeMap<String, std::collections::HashSet<i64>> = BTreeMap::new();
     let mut stmt = conn.prepare("SELECT DISTINCT category, profile_id FROM events WHERE category IS NOT NULL")?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         if let Some(root) = root_of_profile(r.get(1)?)? {
             per_cat.entry(r.get(0)?).or_default().insert(root);
@@ -663,7 +685,7 @@ pub(super) fn register_counts(conn: &Connection, trait_categories: &BTreeMap<Str
     }
     drop(rows);
     let mut stmt = conn.prepare("SELECT DISTINCT key, profile_id FROM traits")?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         let key: String = r.get(0)?;
         if let (Some(cat), Some(root)) = (trait_categories.get(&key), root_of_profile(r.get(1)?)?) {
@@ -673,7 +695,7 @@ pub(super) fn register_counts(conn: &Connection, trait_categories: &BTreeMap<Str
     drop(rows);
     c.subjects_by_category = per_cat.into_iter().map(|(k, v)| (k, v.len() as u64)).collect();
     let mut stmt = conn.prepare("SELECT s.name, count(e.seq) FROM sources s LEFT JOIN events e ON e.source_id = s.id GROUP BY s.id ORDER BY s.name")?;
-    c.events_by_source = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<std::result::Result<_, _>>()?;
+    c.events_by_source = stmt.query_map((), |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<std::result::Result<_, _>>()?;
     Ok(c)
 }
 
@@ -681,7 +703,7 @@ pub(super) fn register_counts(conn: &Connection, trait_categories: &BTreeMap<Str
 
 pub(super) fn quality(conn: &Connection) -> Result<Vec<QualitySource>> {
     let sources: Vec<(i64, String)> =
-        conn.prepare("SELECT id, name FROM sources ORDER BY name")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<std::result::Result<_, _>>()?;
+        conn.prepare("SELECT id, name FROM sources ORDER BY name")?.query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<std::result::Result<_, _>>()?;
     let mut out = Vec::new();
     for (id, name) in sources {
         let (events, profiles, last_event): (i64, i64, Option<i64>) = conn
@@ -702,7 +724,7 @@ pub(super) fn quality(conn: &Connection) -> Result<Vec<QualitySource>> {
         }
         let mut fields = Vec::new();
         let mut stmt = conn.prepare_cached(
-            "SELECT key, count(*), count(DISTINCT value), max(ts), sum(value LIKE '{\"$enc\"%') FROM traits WHERE source_id = ?1 GROUP BY key ORDER BY key",
+            "SELECT key, count(*), count(DISTINCT value), max(ts), sum(CASE WHEN value LIKE '{\"$enc\"%' THEN 1 ELSE 0 END) FROM traits WHERE source_id = ?1 GROUP BY key ORDER BY key",
         )?;
         for row in stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?)))? {
             let (field, present, distinct, last, encrypted) = row?;
@@ -727,7 +749,7 @@ pub(super) fn quality(conn: &Connection) -> Result<Vec<QualitySource>> {
 pub(super) fn parents(conn: &Connection) -> Result<HashMap<i64, Option<i64>>> {
     let mut parent = HashMap::new();
     let mut stmt = conn.prepare("SELECT id, merged_into FROM profiles")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))? {
+    for row in stmt.query_map((), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))? {
         let (id, p) = row?;
         parent.insert(id, p);
     }
@@ -772,7 +794,8 @@ pub(super) fn replace_computed(conn: &Connection, keys: &[String], rows: &[(Prof
     for k in keys {
         del.execute([k])?;
     }
-    let mut ins = conn.prepare_cached("INSERT OR REPLACE INTO computed_traits(profile_id, key, value, computed_at) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM profiles WHERE id = ?1)")?;
+    let mut ins = conn.prepare_cached("INSERT INTO computed_traits(profile_id, key, value, computed_at) SELECT CAST(?1 AS BIGINT), CAST(?2 AS TEXT), CAST(?3 AS TEXT), CAST(?4 AS BIGINT) WHERE EXISTS (SELECT 1 FROM profiles WHERE id = ?1)
+         ON CONFLICT (profile_id, key) DO UPDATE SET value = excluded.value, computed_at = excluded.computed_at")?;
     let mut n = 0;
     for (p, k, v) in rows {
         n += ins.execute(params![p.0, k, v.to_string(), now])? as u64;
@@ -810,7 +833,7 @@ pub(super) fn match_candidates(conn: &Connection, master: &[u8; 32], keys: &[Str
     }
     let mut crypt_keys = HashMap::new();
     let mut stmt = conn.prepare("SELECT profile_id, key, value, ts FROM traits")?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(())?;
     while let Some(r) = rows.next()? {
         let key: String = r.get(1)?;
         if !keys.contains(&key) {
@@ -834,7 +857,7 @@ pub(super) fn match_candidates(conn: &Connection, master: &[u8; 32], keys: &[Str
     }
     drop(rows);
     let mut stmt = conn.prepare("SELECT kind, value, profile_id FROM identities WHERE kind IN (1, 2)")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))? {
+    for row in stmt.query_map((), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))? {
         let (kind, value, profile) = row?;
         let key = if kind == 1 { "email" } else { "phone" };
         if keys.iter().any(|k| k == key) {
@@ -892,7 +915,7 @@ fn both_have_user_ids(conn: &Connection, ra: i64, rb: i64) -> Result<bool> {
 fn blocked(conn: &Connection, ra: i64, rb: i64) -> Result<bool> {
     Ok(conn
         .prepare_cached(&format!(
-            "{MEMBERS} SELECT EXISTS(SELECT 1 FROM merge_blocks WHERE profile_a IN m AND profile_b IN (WITH RECURSIVE n(id) AS (SELECT ?2 UNION ALL SELECT p.id FROM profiles p JOIN n ON p.merged_into = n.id) SELECT id FROM n))"
+            "{MEMBERS} SELECT EXISTS(SELECT 1 FROM merge_blocks WHERE profile_a IN m AND profile_b IN (WITH RECURSIVE n(id) AS (SELECT CAST(?2 AS BIGINT) UNION ALL SELECT p.id FROM profiles p JOIN n ON p.merged_into = n.id) SELECT id FROM n))"
         ))?
         .query_row(params![ra, rb], |r| r.get(0))?)
 }
@@ -905,13 +928,12 @@ fn merge_roots(conn: &Connection, ra: i64, rb: i64, rule: &str, evidence: &Value
     if let Value::Object(m) = &mut ev {
         m.insert("decided_by".into(), actor.into());
     }
-    conn.prepare_cached("INSERT INTO merges(at, into_profile, from_profile, rule, evidence) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![now, into, from, rule, ev.to_string()])?;
-    let merge_id = conn.last_insert_rowid();
+    let merge_id = conn.insert_id("INSERT INTO merges(at, into_profile, from_profile, rule, evidence) VALUES (?1, ?2, ?3, ?4, ?5)", params![now, into, from, rule, ev.to_string()])?;
     conn.prepare_cached("UPDATE profiles SET merged_into = ?1, merge_id = ?2 WHERE id = ?3")?.execute(params![into, merge_id, from])?;
     Ok(merge_id)
 }
 
-fn review_row(r: &Row<'_>) -> rusqlite::Result<ReviewView> {
+fn review_row(r: &Row<'_>) -> crate::sql::Result<ReviewView> {
     Ok(ReviewView {
         id: r.get(0)?,
         at: r.get(1)?,
@@ -928,7 +950,7 @@ fn review_row(r: &Row<'_>) -> rusqlite::Result<ReviewView> {
 const REVIEW_COLUMNS: &str = "id, at, profile_a, profile_b, probability, evidence, status, decided_at, decided_by FROM match_reviews";
 
 pub(super) fn reviews(conn: &Connection, status: Option<&str>) -> Result<Vec<ReviewView>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {REVIEW_COLUMNS} WHERE ?1 IS NULL OR status = ?1 ORDER BY probability DESC, id"))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {REVIEW_COLUMNS} WHERE CAST(?1 AS TEXT) IS NULL OR status = ?1 ORDER BY probability DESC, id"))?;
     let rows = stmt.query_map([status], review_row)?;
     Ok(rows.collect::<std::result::Result<_, _>>()?)
 }

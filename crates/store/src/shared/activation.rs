@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use confidant_core::ids::ProfileId;
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::sql::{params, Conn as Connection, OptionalExtension, Row};
 use serde_json::Value;
 
 use super::{root_of, MEMBERS};
@@ -17,7 +17,7 @@ fn json(text: Option<String>) -> Option<Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
-fn campaign(r: &rusqlite::Row<'_>) -> rusqlite::Result<CampaignView> {
+fn campaign(r: &Row<'_>) -> crate::sql::Result<CampaignView> {
     Ok(CampaignView {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -41,7 +41,7 @@ pub(super) fn campaign_get(conn: &Connection, name: &str) -> Result<Option<Campa
 
 pub(super) fn campaign_list(conn: &Connection) -> Result<Vec<CampaignView>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {CAMPAIGN} FROM campaigns ORDER BY created_at DESC, id DESC"))?;
-    let rows = stmt.query_map([], campaign)?.collect::<std::result::Result<_, _>>()?;
+    let rows = stmt.query_map((), campaign)?.collect::<std::result::Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -50,7 +50,7 @@ pub(super) fn campaign_create(conn: &Connection, def: &CampaignDef, actor: &str,
         return Err(StoreError::Conflict(format!("a campaign named {} exists already", def.name)));
     }
     // A trigger looks only at events stored from its creation on.
-    let cursor: i64 = if def.trigger.is_some() { conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))? } else { 0 };
+    let cursor: i64 = if def.trigger.is_some() { conn.query_row("SELECT coalesce(max(seq), 0) FROM events", (), |r| r.get(0))? } else { 0 };
     conn.prepare_cached(
         "INSERT INTO campaigns(name, audience, purpose, content, trigger, scheduled_at, status, created_at, created_by, cursor)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -116,9 +116,7 @@ pub(super) fn delivery_states(conn: &Connection, campaign: i64, profiles: &[Prof
 /// taken up again. A delivery already sent or suppressed is not claimed (not returned).
 pub(super) fn deliveries_claim(conn: &Connection, campaign: i64, wanted: &[(ProfileId, String, Vec<u8>)], now: i64) -> Result<Vec<DeliveryClaim>> {
     let mut get = conn.prepare_cached("SELECT id, status, token FROM deliveries WHERE campaign_id = ?1 AND profile_id = ?2 AND occurrence = ?3")?;
-    let mut ins = conn.prepare_cached(
-        "INSERT INTO deliveries(campaign_id, profile_id, occurrence, status, at, attempts, token) VALUES (?1, ?2, ?3, 'sending', ?4, 1, ?5)",
-    )?;
+    let ins = "INSERT INTO deliveries(campaign_id, profile_id, occurrence, status, at, attempts, token) VALUES (?1, ?2, ?3, 'sending', ?4, 1, ?5)";
     let mut again = conn.prepare_cached("UPDATE deliveries SET status = 'sending', reason = NULL, at = ?2, attempts = attempts + 1 WHERE id = ?1")?;
     let mut out = Vec::with_capacity(wanted.len());
     for (profile, occurrence, token) in wanted {
@@ -127,8 +125,8 @@ pub(super) fn deliveries_claim(conn: &Connection, campaign: i64, wanted: &[(Prof
             .optional()?;
         match found {
             None => {
-                ins.execute(params![campaign, profile.0, occurrence, now, token])?;
-                out.push(DeliveryClaim { id: conn.last_insert_rowid(), profile: *profile, occurrence: occurrence.clone(), token: token.clone() });
+                let id = conn.insert_id(ins, params![campaign, profile.0, occurrence, now, token])?;
+                out.push(DeliveryClaim { id, profile: *profile, occurrence: occurrence.clone(), token: token.clone() });
             }
             Some((_, status, _)) if status == "sent" => {}
             Some((id, _, old)) => {
@@ -185,7 +183,7 @@ pub(super) fn sent_since(conn: &Connection, profiles: &[ProfileId], since: i64) 
 pub(super) fn deliveries(conn: &Connection, campaign: i64, status: Option<&str>, after: i64, limit: usize) -> Result<Vec<DeliveryView>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, profile_id, occurrence, status, reason, at, attempts, unsubscribed_at FROM deliveries
-         WHERE campaign_id = ?1 AND (?2 IS NULL OR status = ?2) AND id > ?3 ORDER BY id LIMIT ?4",
+         WHERE campaign_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR status = ?2) AND id > ?3 ORDER BY id LIMIT ?4",
     )?;
     let rows = stmt
         .query_map(params![campaign, status, after, limit as i64], |r| {
@@ -260,7 +258,7 @@ pub(super) fn trigger_due(conn: &Connection, event: &str, unless: &str, within: 
 
 const DESTINATION: &str = "id, name, url, secret, purposes, events, audiences, rate_per_second, timeout_ms, max_attempts, retry_base_ms, enabled, event_cursor, audience_cursor, created_at, created_by";
 
-fn destination(r: &rusqlite::Row<'_>) -> rusqlite::Result<DestinationView> {
+fn destination(r: &Row<'_>) -> crate::sql::Result<DestinationView> {
     Ok(DestinationView {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -287,7 +285,7 @@ pub(super) fn destination_get(conn: &Connection, name: &str) -> Result<Option<De
 
 pub(super) fn destination_list(conn: &Connection) -> Result<Vec<DestinationView>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {DESTINATION} FROM destinations ORDER BY name"))?;
-    let rows = stmt.query_map([], destination)?.collect::<std::result::Result<_, _>>()?;
+    let rows = stmt.query_map((), destination)?.collect::<std::result::Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -297,8 +295,8 @@ pub(super) fn destination_create(conn: &Connection, d: &DestinationDef, actor: &
     }
     let (ev, au): (i64, i64) = if d.from_now {
         (
-            conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?,
-            conn.query_row("SELECT coalesce(max(seq), 0) FROM audience_history", [], |r| r.get(0))?,
+            conn.query_row("SELECT coalesce(max(seq), 0) FROM events", (), |r| r.get(0))?,
+            conn.query_row("SELECT coalesce(max(seq), 0) FROM audience_history", (), |r| r.get(0))?,
         )
     } else {
         (0, 0)
@@ -371,7 +369,7 @@ pub(super) fn events_after(conn: &Connection, master: &[u8; 32], after: i64, lim
 }
 
 pub(super) fn max_event_seq(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?)
+    Ok(conn.query_row("SELECT coalesce(max(seq), 0) FROM events", (), |r| r.get(0))?)
 }
 
 pub(super) fn audience_changes_after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<AudienceChange>> {
@@ -396,7 +394,7 @@ pub(super) fn audience_changes_after(conn: &Connection, after: i64, limit: usize
 }
 
 pub(super) fn max_audience_seq(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("SELECT coalesce(max(seq), 0) FROM audience_history", [], |r| r.get(0))?)
+    Ok(conn.query_row("SELECT coalesce(max(seq), 0) FROM audience_history", (), |r| r.get(0))?)
 }
 
 /// Moves a destination's cursors on and records whom it received data about.
@@ -476,14 +474,14 @@ pub(super) fn rights_enqueue(conn: &Connection, r: &RightsToForward, now: i64) -
 pub(super) fn rights_enqueue_root(conn: &Connection, root: i64, dsr: Option<i64>, kind: &str, subject_ref: &str, payload: &Value, now: i64) -> Result<u64> {
     let sql = format!(
         "{MEMBERS} INSERT INTO rights_forwards(destination_id, dsr_id, kind, subject_ref, payload, status, next_at, created_at)
-         SELECT DISTINCT destination_id, ?2, ?3, ?4, ?5, 'pending', ?6, ?6 FROM destination_subjects WHERE profile_id IN m"
+         SELECT DISTINCT destination_id, CAST(?2 AS BIGINT), CAST(?3 AS TEXT), CAST(?4 AS TEXT), CAST(?5 AS TEXT), 'pending', CAST(?6 AS BIGINT), CAST(?6 AS BIGINT) FROM destination_subjects WHERE profile_id IN m"
     );
     Ok(conn.prepare_cached(&sql)?.execute(params![root, dsr, kind, subject_ref, payload.to_string(), now])? as u64)
 }
 
 const FORWARD: &str = "f.id, d.name, f.destination_id, f.dsr_id, f.kind, f.subject_ref, f.payload, f.status, f.attempts, f.last_error, f.created_at, f.delivered_at, f.response_status";
 
-fn forward(r: &rusqlite::Row<'_>) -> rusqlite::Result<RightsForward> {
+fn forward(r: &Row<'_>) -> crate::sql::Result<RightsForward> {
     Ok(RightsForward {
         id: r.get(0)?,
         destination: r.get(1)?,
@@ -514,7 +512,7 @@ pub(super) fn rights_due(conn: &Connection, now: i64, limit: usize) -> Result<Ve
 pub(super) fn rights_list(conn: &Connection, dsr: Option<i64>, destination: Option<&str>, limit: usize) -> Result<Vec<RightsForward>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {FORWARD} FROM rights_forwards f JOIN destinations d ON d.id = f.destination_id
-         WHERE (?1 IS NULL OR f.dsr_id = ?1) AND (?2 IS NULL OR d.name = ?2) ORDER BY f.id DESC LIMIT ?3"
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR f.dsr_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR d.name = ?2) ORDER BY f.id DESC LIMIT ?3"
     ))?;
     let rows = stmt.query_map(params![dsr, destination, limit as i64], forward)?.collect::<std::result::Result<_, _>>()?;
     Ok(rows)

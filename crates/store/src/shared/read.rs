@@ -1,7 +1,7 @@
 //! Queries over read connections.
 
 use confidant_core::ids::{IdKind, ProfileId};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::sql::{params, Conn as Connection, OptionalExtension, Row};
 
 use super::{kind_code, kind_of, members, root_of, MEMBERS};
 use crate::{ConflictView, EventCursor, EventPage, EventView, IdentityView, MergeView, ProfileView, RawValue, Result, StoreError, Totals, TraitView};
@@ -101,7 +101,7 @@ pub(super) fn profile_events(conn: &Connection, id: i64, limit: usize, cursor: O
     Ok(EventPage { events, next })
 }
 
-fn merge_row(r: &Row<'_>) -> rusqlite::Result<MergeView> {
+fn merge_row(r: &Row<'_>) -> crate::sql::Result<MergeView> {
     let evidence: String = r.get(5)?;
     Ok(MergeView {
         id: r.get(0)?,
@@ -154,7 +154,7 @@ pub(super) fn conflicts(conn: &Connection, id: i64) -> Result<Vec<ConflictView>>
 }
 
 pub(super) fn totals(conn: &Connection) -> Result<Totals> {
-    let q = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    let q = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, (), |r| r.get(0))?) };
     Ok(Totals {
         events: q("SELECT count(*) FROM events")?,
         profiles: q("SELECT count(*) FROM profiles WHERE merged_into IS NULL")?,

@@ -1,0 +1,4 @@
+//! The tests of `browser.rs`, again on PostgreSQL (see `common`).
+
+#[path = "browser.rs"]
+mod suite;

@@ -1,0 +1,4 @@
+//! The tests of `store.rs`, on PostgreSQL.
+
+#[path = "store.rs"]
+mod suite;
