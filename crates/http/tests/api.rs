@@ -372,6 +372,8 @@ async fn a_full_queue_answers_429_with_retry_after_and_loses_nothing() {
     assert_eq!(r.headers()["retry-after"], "2");
     drop(hold);
     assert_eq!(first.await.unwrap().status(), 200);
+    // The queue drains as the writer applies what was acknowledged.
+    t.app.store().settled().await;
     let r = t.post("/v1/batch", extra).await;
     assert_eq!(r.status(), 200);
     assert_eq!(t.events_stored().await, 2501);
@@ -385,6 +387,8 @@ async fn health_and_metrics_answer() {
     let h: Value = t.client.get(format!("{}/health", t.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(h["status"], "ok");
     t.post("/v1/batch", json!({"batch": [track("m1", "a1")]})).await;
+    // The queue holds a batch until it is applied, which follows its acknowledgement.
+    t.app.store().settled().await;
     let m = t.client.get(format!("{}/metrics", t.base)).send().await.unwrap().text().await.unwrap();
     for needle in [
         "confidant_ingest_messages_total{outcome=\"accepted\"} 1",

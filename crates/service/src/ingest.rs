@@ -97,7 +97,9 @@ impl App {
         }
 
         let n = accepted.len();
-        let _permits = if n > 0 {
+        // The queue's shares are held until the store has applied the batch (on SQLite that
+        // is after the acknowledgement), so the queue bounds what is waiting to be applied.
+        let permits = if n > 0 {
             match inner.queue.clone().try_acquire_many_owned(n as u32) {
                 Ok(p) => Some(p),
                 Err(_) => {
@@ -111,12 +113,15 @@ impl App {
         let started = Instant::now();
         let report = inner
             .store
-            .ingest(IngestBatch {
-                source_id: req.source.id,
-                messages: accepted,
-                rejected: rejected.iter().map(|r| r.reason).collect(),
-                drops: drops.into_iter().collect(),
-            })
+            .ingest_holding(
+                IngestBatch {
+                    source_id: req.source.id,
+                    messages: accepted,
+                    rejected: rejected.iter().map(|r| r.reason).collect(),
+                    drops: drops.into_iter().collect(),
+                },
+                permits.map(|p| Box::new(p) as confidant_store::Hold),
+            )
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, source = %req.source.name, "ingestion commit failed");

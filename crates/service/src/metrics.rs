@@ -71,7 +71,7 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests, by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "Time to answer an HTTP request, by route", latency.clone());
         registry.register("ingest_commit_duration_seconds", "Time from queueing a batch to its durable commit", commit.clone());
-        registry.register("ingest_queue_depth", "Messages accepted and waiting for their commit", queue_depth.clone());
+        registry.register("ingest_queue_depth", "Messages accepted and not yet applied (arriving, or acknowledged and waiting for the writer)", queue_depth.clone());
         registry.register("ingest_queue_capacity", "Messages the queue holds before answering 429", queue_capacity);
         for outcome in ["accepted", "duplicate"] {
             let _ = messages.get_or_create(&Outcome { outcome: outcome.into() });

@@ -1,12 +1,14 @@
 //! Confidant's storage. The only crate that knows SQL.
 //!
-//! [`Store`] is the one interface the rest of the product sees. Today it has one backend,
-//! embedded SQLite (`sqlite`); PostgreSQL will be a second behind the same methods.
+//! [`Store`] is the one interface the rest of the product sees, with two backends behind
+//! the same methods: embedded SQLite (`sqlite`) and PostgreSQL (`postgres`).
 //!
-//! SQLite layout: one writer thread owns the only writing connection and commits whatever
-//! has queued up since its last commit in one transaction (group commit), so concurrent
-//! clients never see "database is locked" and throughput grows with load. Readers use a small
-//! pool of read-only connections, which WAL lets run beside the writer.
+//! SQLite layout: an intake journal acknowledges ingested batches once they are synced to
+//! it; one writer thread owns the only writing connection, applies them in journal order and
+//! runs every other write, committing whatever has queued up since its last commit in one
+//! transaction (group commit), so concurrent clients never see "database is locked" and
+//! throughput grows with load. Readers use a small pool of read-only connections, which WAL
+//! lets run beside the writer; each read first waits until every acknowledged batch is applied.
 
 pub mod activation;
 pub mod audiences;
@@ -55,6 +57,9 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Kept alive until an ingested batch is applied (see [`Store::ingest_holding`]).
+pub type Hold = Box<dyn Send>;
+
 /// Options of the SQLite backend.
 #[derive(Clone)]
 pub struct SqliteOptions {
@@ -88,6 +93,9 @@ pub struct IngestReport {
     pub duplicates: usize,
     /// For each message of the batch, in order: `true` when it was a duplicate.
     pub duplicate_flags: Vec<bool>,
+    /// Profiles made, merges done and merges refused. Counted where a batch is applied
+    /// before it is acknowledged (PostgreSQL); on SQLite the intake journal acknowledges
+    /// first and these stay 0 (the merge log and conflict list have the facts).
     pub profiles_created: usize,
     pub merges: usize,
     pub conflicts: usize,
@@ -284,9 +292,32 @@ impl Store {
 
     /// Stores a batch durably: it returns once the transaction holding it is committed.
     pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestReport> {
+        self.ingest_holding(batch, None).await
+    }
+
+    /// Stores a batch durably; returns once it is acknowledged. On SQLite that is once the
+    /// intake journal holds it (the writer applies it next, and every read waits for that);
+    /// on PostgreSQL, once it is applied. `hold` is dropped once the batch is applied: the
+    /// caller's share of a bounded queue.
+    pub async fn ingest_holding(&self, batch: IngestBatch, hold: Option<Hold>) -> Result<IngestReport> {
         match &self.backend {
-            Backend::Sqlite(b) => b.ingest(batch).await,
+            Backend::Sqlite(b) => b.ingest(batch, hold).await,
             Backend::Postgres(b) => b.ingest(&batch, b.rules_ref(), shared::now_millis()).await,
+        }
+    }
+
+    /// Waits until every batch acknowledged so far is applied (reads do this themselves).
+    pub async fn settled(&self) {
+        if let Backend::Sqlite(b) = &self.backend {
+            b.settled().await
+        }
+    }
+
+    /// Acknowledged batches that could not be applied since start (each logged as an error).
+    pub fn apply_failures(&self) -> u64 {
+        match &self.backend {
+            Backend::Sqlite(b) => b.apply_failures(),
+            Backend::Postgres(_) => 0,
         }
     }
 

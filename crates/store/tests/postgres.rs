@@ -291,7 +291,9 @@ async fn postgresql_and_sqlite_agree_on_every_profile_after_the_same_traffic() {
         let msgs: Vec<_> = chunk.iter().cloned().map(sealed).collect();
         let a = pg.ingest(IngestBatch { source_id: pg_src, messages: msgs.clone(), rejected: vec![], drops: vec![] }).await.unwrap();
         let b = sqlite.ingest(IngestBatch { source_id: sq_src, messages: msgs, rejected: vec![], drops: vec![] }).await.unwrap();
-        assert_eq!((a.stored, a.duplicates, a.profiles_created, a.merges, a.conflicts), (b.stored, b.duplicates, b.profiles_created, b.merges, b.conflicts), "batch reports");
+        // (SQLite acknowledges from its intake journal, before the merges are made: those
+        // are compared below, profile by profile.)
+        assert_eq!((a.stored, a.duplicates, &a.duplicate_flags), (b.stored, b.duplicates, &b.duplicate_flags), "batch reports");
     }
     for p in 0..8 {
         for (kind, value) in [(IdKind::UserId, format!("user-{p}")), (IdKind::AnonymousId, format!("device2-{p}"))] {

@@ -91,8 +91,8 @@ async fn identify_folds_anonymous_history_into_the_known_profile() {
         json!({"type": "track", "event": "Product Viewed", "anonymousId": "a1", "messageId": "t1", "timestamp": "2026-01-02T00:01:00Z"}),
     ]).await;
     assert_eq!(store.totals().await.unwrap().profiles, 2);
-    let r = send(&store, src, vec![json!({"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "i1", "timestamp": "2026-01-02T00:02:00Z"})]).await;
-    assert_eq!(r.merges, 1);
+    send(&store, src, vec![json!({"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "i1", "timestamp": "2026-01-02T00:02:00Z"})]).await;
+    assert_eq!(store.totals().await.unwrap().profiles, 1, "merged");
     let p = &by(&store, IdKind::AnonymousId, "a1").await[0];
     assert_eq!(p.id, by(&store, IdKind::UserId, "u1").await[0].id);
     assert_eq!(p.id, by(&store, IdKind::Email, "alice@example.fr").await[0].id);
@@ -119,8 +119,8 @@ async fn emails_and_phones_stitch_and_alias_joins() {
         json!({"type": "track", "event": "X", "anonymousId": "tablet", "messageId": "7"}),
     ]).await;
     assert_eq!(store.totals().await.unwrap().profiles, 2);
-    let r = send(&store, src, vec![json!({"type": "alias", "userId": "bob", "previousId": "tablet", "messageId": "8"})]).await;
-    assert_eq!(r.merges, 1);
+    send(&store, src, vec![json!({"type": "alias", "userId": "bob", "previousId": "tablet", "messageId": "8"})]).await;
+    assert_eq!(store.totals().await.unwrap().profiles, 1, "merged");
     let p = &by(&store, IdKind::UserId, "bob").await[0];
     for (k, v) in [(IdKind::AnonymousId, "a1"), (IdKind::AnonymousId, "a2"), (IdKind::AnonymousId, "a3"), (IdKind::AnonymousId, "old-device"), (IdKind::AnonymousId, "tablet"), (IdKind::Phone, "+33611223344")] {
         assert_eq!(by(&store, k, v).await[0].id, p.id, "{v}");
@@ -132,11 +132,11 @@ async fn emails_and_phones_stitch_and_alias_joins() {
 #[tokio::test]
 async fn two_user_ids_are_never_merged_and_the_conflict_is_recorded() {
     let (_d, store, src) = setup().await;
-    let r = send(&store, src, vec![
+    send(&store, src, vec![
         json!({"type": "identify", "userId": "u1", "anonymousId": "shared-tablet", "messageId": "1"}),
         json!({"type": "identify", "userId": "u2", "anonymousId": "shared-tablet", "messageId": "2"}),
     ]).await;
-    assert_eq!(r.conflicts, 1);
+    assert_eq!(store.totals().await.unwrap().conflicts, 1);
     let p1 = by(&store, IdKind::UserId, "u1").await[0].id;
     let p2 = by(&store, IdKind::UserId, "u2").await[0].id;
     assert_ne!(p1, p2);
@@ -144,8 +144,9 @@ async fn two_user_ids_are_never_merged_and_the_conflict_is_recorded() {
     assert_eq!(conflicts[0].reason, "user_id_conflict");
     assert_eq!(conflicts[0].other, Some(p1));
     // an alias between two known users is refused too
-    let r = send(&store, src, vec![json!({"type": "alias", "userId": "u2", "previousId": "u1", "messageId": "3"})]).await;
-    assert_eq!((r.merges, r.conflicts), (0, 1));
+    send(&store, src, vec![json!({"type": "alias", "userId": "u2", "previousId": "u1", "messageId": "3"})]).await;
+    let totals = store.totals().await.unwrap();
+    assert_eq!((totals.profiles, totals.conflicts), (2, 2), "not merged, and the refusal is recorded");
 }
 
 #[tokio::test]
@@ -189,8 +190,10 @@ async fn unmerge_restores_both_profiles_exactly_and_they_stay_apart() {
     assert_eq!(after_u.event_count, before_u.event_count + 1, "only the event that came with the merge stays");
 
     // the same evidence again does not re-merge them
-    let r = send(&store, src, vec![json!({"type": "track", "event": "Y", "userId": "u1", "anonymousId": "a1", "messageId": "5"})]).await;
-    assert_eq!((r.merges, r.conflicts), (0, 1));
+    let profiles = store.totals().await.unwrap().profiles;
+    send(&store, src, vec![json!({"type": "track", "event": "Y", "userId": "u1", "anonymousId": "a1", "messageId": "5"})]).await;
+    assert_eq!(store.totals().await.unwrap().profiles, profiles, "not merged again");
+    assert_eq!(store.conflicts(before_u.id).await.unwrap().len(), 1);
     assert_eq!(store.conflicts(before_u.id).await.unwrap()[0].reason, "blocked_by_unmerge");
     // nothing left to undo, and an unknown profile is not found
     assert!(matches!(store.unmerge(before_u.id, None, "t".into()).await, Err(StoreError::Conflict(_))));
@@ -335,15 +338,90 @@ async fn after_a_failed_fsync_nothing_more_is_acknowledged() {
     send(&store, src, vec![json!({"type": "identify", "userId": "u1", "messageId": "before"})]).await;
     store.fail_next_sync();
     let batch = |id: &str| IngestBatch { source_id: src, messages: vec![msg(json!({"type": "track", "event": "X", "userId": "u1", "messageId": id}))], rejected: vec![], drops: vec![] };
-    assert!(matches!(store.ingest(batch("lost")).await, Err(StoreError::SyncFailed)), "the batch whose fsync failed is not acknowledged");
+    assert!(matches!(store.ingest(batch("lost")).await, Err(StoreError::SyncFailed)), "the batch whose journal fsync failed is not acknowledged");
     assert!(matches!(store.ingest(batch("later")).await, Err(StoreError::SyncFailed)), "later writes are refused");
     assert!(matches!(store.ping().await, Err(StoreError::SyncFailed)), "health reports it");
     assert!(matches!(store.unmerge(ProfileId(1), None, "t".into()).await, Err(StoreError::SyncFailed)));
-    // Reads still work. The batch whose fsync failed was committed but never acknowledged
-    // (its client got an error and will retry after a restart, when deduplication decides);
-    // nothing after it was written.
-    assert_eq!(store.totals().await.unwrap().events, 2);
+    // Reads still work. The batch whose journal fsync failed never reached the database
+    // (its client got an error and will retry after a restart); nothing after it either.
+    assert_eq!(store.totals().await.unwrap().events, 1);
     let id = by(&store, IdKind::UserId, "u1").await[0].id;
     let page = store.profile_events(id, 10, None).await.unwrap();
     assert!(page.events.iter().all(|e| !e.body.get().contains("\"later\"")));
+}
+
+fn intake_files(dir: &tempfile::TempDir) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.path().join("confidant.db-intake")).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn acknowledged_batches_survive_a_crash_before_they_are_applied() {
+    if sqlite_only() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let src = store.ensure_sources(vec!["web".into()]).await.unwrap()[0];
+    send(&store, src, vec![json!({"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "m0"})]).await;
+    store.settled().await;
+    // The writer stops; the journal still acknowledges.
+    let hold = store.hold_writer().await;
+    let report = send(&store, src, vec![
+        json!({"type": "track", "event": "Order Completed", "anonymousId": "a1", "messageId": "m1"}),
+        json!({"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}, "messageId": "m2"}),
+        json!({"type": "track", "event": "X", "userId": "u1", "messageId": "m0"}),
+    ])
+    .await;
+    assert_eq!((report.stored, report.duplicates, report.duplicate_flags.clone()), (2, 1, vec![false, false, true]), "duplicates are known before the batch is applied");
+    // A second batch naming the same unapplied message id is a duplicate too.
+    let again = send(&store, src, vec![json!({"type": "track", "event": "Order Completed", "anonymousId": "a1", "messageId": "m1"})]).await;
+    assert_eq!(again.duplicates, 1);
+    // Crash: nothing more runs in this store (its writer stays held, its threads stay as they
+    // are), and another opens the same files, as a restart would.
+    std::mem::forget(hold);
+    std::mem::forget(store);
+    let restarted = open(&dir);
+    let p = &by(&restarted, IdKind::UserId, "u1").await[0];
+    assert_eq!(p.event_count, 3, "every acknowledged event, once");
+    assert!(p.identities.iter().any(|i| i.value == "ada@example.com"));
+    assert_eq!(restarted.totals().await.unwrap().events, 3);
+    // Once applied and synced, the old segments go.
+    for _ in 0..100 {
+        if intake_files(&dir).len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(intake_files(&dir).len(), 1, "{:?}", intake_files(&dir));
+    restarted.close().await.unwrap();
+    // And a clean restart applies nothing twice.
+    let third = open(&dir);
+    assert_eq!(third.totals().await.unwrap().events, 3);
+}
+
+#[tokio::test]
+async fn an_erasure_deletes_the_journal_segments_that_held_the_subject() {
+    if sqlite_only() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let src = store.ensure_sources(vec!["web".into()]).await.unwrap()[0];
+    send(&store, src, vec![json!({"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}, "messageId": "m0"})]).await;
+    // Segments written before the erasure (a restart begins a new one).
+    store.close().await.unwrap();
+    let store = open(&dir);
+    send(&store, src, vec![json!({"type": "track", "event": "X", "userId": "u1", "messageId": "m1"})]).await;
+    let before = intake_files(&dir);
+    assert_eq!(before.len(), 2);
+    let id = by(&store, IdKind::UserId, "u1").await[0].id;
+    let audit = confidant_store::privacy::AuditEntry { actor: "test".into(), action: "dsr.erasure".into(), subject: Some(id), detail: json!({}) };
+    store
+        .erase(confidant_store::privacy::ErasureRequest { profile: id, tombstone_key: [1; 32], suppress: false, tombstones: true, dsr: None, audit })
+        .await
+        .unwrap();
+    let after = intake_files(&dir);
+    assert!(before.iter().all(|f| !after.contains(f)), "every segment that held the subject's batches is gone: {before:?} {after:?}");
 }

@@ -1,5 +1,7 @@
-//! The SQLite backend: one writer thread (group commit), a pool of read connections.
+//! The SQLite backend: an intake journal that acknowledges batches, one writer thread
+//! (group commit) that applies them and runs every other write, a pool of read connections.
 
+mod intake;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_activation.sql"),
     include_str!("../../migrations/sqlite/0010_portal.sql"),
     include_str!("../../migrations/sqlite/0011_console.sql"),
+    include_str!("../../migrations/sqlite/0012_intake.sql"),
 ];
 
 fn configure(conn: &Connection, writer: bool) -> Result<()> {
@@ -114,9 +117,13 @@ fn lower_priority() {
 /// Shared with the syncer.
 #[derive(Default)]
 pub(crate) struct SyncState {
-    /// Set when an fsync failed: writes are refused from then on.
+    /// Set when an fsync failed (the intake journal's or the WAL's): writes are refused from
+    /// then on.
     pub(crate) failed: std::sync::atomic::AtomicBool,
-    /// Tests only: the next fsync reports an error.
+    /// Set when the WAL's fsync failed: then not even acknowledged batches are applied (the
+    /// next start applies them from the journal).
+    pub(crate) wal_failed: std::sync::atomic::AtomicBool,
+    /// Tests only: the intake journal's next fsync reports an error.
     pub(crate) inject_failure: std::sync::atomic::AtomicBool,
 }
 
@@ -140,9 +147,12 @@ pub(crate) type Answer = Box<dyn FnOnce(Option<StoreError>) + Send>;
 /// the job is refused unrun), it returns whether it succeeded and how to answer.
 pub(crate) type Run = Box<dyn FnOnce(Option<(&Conn<'_>, &mut IdentityCache)>) -> (bool, Answer) + Send>;
 
+pub(crate) use crate::Hold;
+
 pub(crate) enum Job {
     Exec { run: Run, flags: ExecFlags },
-    Ingest(IngestBatch, oneshot::Sender<Result<IngestReport>>),
+    /// A batch acknowledged by the intake journal under `seq`, to apply in that order.
+    Apply { seq: u64, batch: IngestBatch, hold: Option<Hold> },
     EnsureSources(Vec<String>, oneshot::Sender<Result<Vec<i64>>>),
     Unmerge { id: ProfileId, merge_id: Option<i64>, actor: String, reply: oneshot::Sender<Result<MergeView>> },
     Close(oneshot::Sender<()>),
@@ -150,6 +160,9 @@ pub(crate) enum Job {
 
 struct Inner {
     path: PathBuf,
+    /// Dropping it stops the intake thread (after `IntakeMsg::Close`).
+    intake: Mutex<Option<mpsc::Sender<intake::IntakeMsg>>>,
+    progress: Arc<intake::Progress>,
     /// Dropping it stops the checkpointer.
     checkpointer: Mutex<Option<mpsc::Sender<()>>>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -171,7 +184,23 @@ impl Sqlite {
         let mut conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open(e.to_string()))?;
         configure(&conn, true)?;
         migrate(&mut conn)?;
+        let applied: i64 = conn.query_row("SELECT applied_seq FROM intake_state WHERE id = 1", [], |r| r.get(0))?;
+        let journal_key = intake::journal_key(&options.master_key);
+        let recovered = intake::Journal::recover(path, &journal_key, applied as u64)?;
+        let progress = Arc::new(intake::Progress::default());
+        progress.set_applied(applied as u64);
         let (tx, rx) = mpsc::channel();
+        // Acknowledged batches the database does not hold yet go first, in their order;
+        // reads wait for them.
+        if let Some((last, _)) = recovered.pending.last() {
+            tracing::info!(batches = recovered.pending.len(), "applying acknowledged batches from the intake journal");
+            progress.acked.store(*last, std::sync::atomic::Ordering::Release);
+        }
+        for (seq, batch) in recovered.pending {
+            let _ = tx.send(Job::Apply { seq, batch, hold: None });
+        }
+        progress.acked.fetch_max(recovered.journal.last(), std::sync::atomic::Ordering::Release);
+        let (intake_tx, intake_rx) = mpsc::channel();
         let rules = options.rules.clone();
         let master_key = options.master_key;
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
@@ -180,14 +209,27 @@ impl Sqlite {
         std::thread::Builder::new()
             .name("confidant-writer".into())
             .spawn({
-                let (path, sync_failed) = (path.to_owned(), sync_failed.clone());
-                move || writer::run(conn, rx, options, writer_gate, path, sync_failed)
+                let (path, sync_failed, progress, intake_tx) = (path.to_owned(), sync_failed.clone(), progress.clone(), intake_tx.clone());
+                move || writer::run(conn, rx, options, writer_gate, path, sync_failed, progress, intake_tx)
+            })
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        configure(&reader, false)?;
+        std::thread::Builder::new()
+            .name("confidant-intake".into())
+            .spawn({
+                let shared = intake::Shared { progress: progress.clone(), sync: sync_failed.clone(), key: journal_key, writer: tx.clone() };
+                let journal = recovered.journal;
+                move || intake::run(journal, intake_rx, reader, shared)
             })
             .map_err(|e| StoreError::Open(e.to_string()))?;
         let checkpointer = spawn_checkpointer(path)?;
         Ok(Sqlite {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
+                intake: Mutex::new(Some(intake_tx)),
+                progress,
                 checkpointer: Mutex::new(Some(checkpointer)),
                 jobs: Mutex::new(Some(tx)),
                 idle_readers: Mutex::new(Vec::new()),
@@ -213,8 +255,26 @@ impl Sqlite {
         self.submit(|reply| Job::EnsureSources(names, reply)).await
     }
 
-    pub(crate) async fn ingest(&self, batch: IngestBatch) -> Result<IngestReport> {
-        self.submit(|reply| Job::Ingest(batch, reply)).await
+    /// Returns once the batch is durable in the intake journal; the writer applies it next,
+    /// and `hold` is dropped then.
+    pub(crate) async fn ingest(&self, batch: IngestBatch, hold: Option<Hold>) -> Result<IngestReport> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let intake = self.inner.intake.lock().unwrap_or_else(|e| e.into_inner());
+            let sender = intake.as_ref().ok_or(StoreError::ShuttingDown)?;
+            sender.send(intake::IntakeMsg::Batch { batch, hold, reply }).map_err(|_| StoreError::ShuttingDown)?;
+        }
+        rx.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Waits until every batch acknowledged so far is applied.
+    pub(crate) async fn settled(&self) {
+        self.inner.progress.settled().await
+    }
+
+    /// Acknowledged batches the writer could not apply (each logged as an error).
+    pub(crate) fn apply_failures(&self) -> u64 {
+        self.inner.progress.apply_failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) async fn unmerge(&self, id: ProfileId, merge_id: Option<i64>, actor: String) -> Result<MergeView> {
@@ -239,6 +299,14 @@ impl Sqlite {
     }
 
     pub(crate) async fn close(&self) -> Result<()> {
+        // The intake first: what it acknowledged reaches the writer before the writer stops.
+        let intake = self.inner.intake.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(intake) = intake {
+            let (tx, rx) = oneshot::channel();
+            if intake.send(intake::IntakeMsg::Close(tx)).is_ok() {
+                let _ = rx.await;
+            }
+        }
         self.inner.checkpointer.lock().unwrap_or_else(|e| e.into_inner()).take();
         let sender = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(sender) = sender {
@@ -289,6 +357,9 @@ impl Backend for Sqlite {
     /// Runs `f` on a read connection, off the async runtime.
     fn read<T: Send + 'static>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T> + Send + 'static) -> impl std::future::Future<Output = Result<T>> + Send {
         let inner = self.inner.clone();
+        async move {
+        // Read what every acknowledged batch wrote.
+        inner.progress.settled().await;
         let task = tokio::task::spawn_blocking(move || {
             let conn = match inner.idle_readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
                 Some(c) => c,
@@ -306,6 +377,7 @@ impl Backend for Sqlite {
             }
             out
         });
-        async move { task.await.map_err(|_| StoreError::ShuttingDown)? }
+        task.await.map_err(|_| StoreError::ShuttingDown)?
+        }
     }
 }

@@ -12,10 +12,10 @@ use tokio::sync::oneshot;
 use super::Job;
 use crate::shared::graph::{apply_ingest, ensure_sources, unmerge, IdentityCache};
 use crate::shared::now_millis;
-use crate::{IngestReport, MergeView, Result, SqliteOptions, StoreError};
+use super::intake::{IntakeMsg, Progress};
+use crate::{MergeView, Result, SqliteOptions, StoreError};
 
 enum Done {
-    Ingest(oneshot::Sender<Result<IngestReport>>, Result<IngestReport>),
     Sources(oneshot::Sender<Result<Vec<i64>>>, Result<Vec<i64>>),
     Unmerge(oneshot::Sender<Result<MergeView>>, Result<MergeView>),
     Exec(super::Answer),
@@ -24,7 +24,6 @@ enum Done {
 impl Done {
     fn fail(self, e: StoreError) {
         match self {
-            Done::Ingest(tx, _) => drop(tx.send(Err(e))),
             Done::Sources(tx, _) => drop(tx.send(Err(e))),
             Done::Unmerge(tx, _) => drop(tx.send(Err(e))),
             Done::Exec(answer) => answer(Some(e)),
@@ -34,7 +33,6 @@ impl Done {
     /// Answers the caller with the job's own result (once its commit is durable).
     fn answer(self) {
         match self {
-            Done::Ingest(tx, r) => drop(tx.send(r)),
             Done::Sources(tx, r) => drop(tx.send(r)),
             Done::Unmerge(tx, r) => drop(tx.send(r)),
             Done::Exec(answer) => answer(None),
@@ -44,7 +42,7 @@ impl Done {
 
 fn job_size(job: &Job) -> usize {
     match job {
-        Job::Ingest(b, _) => b.messages.len().max(1),
+        Job::Apply { batch, .. } => batch.messages.len().max(1),
         _ => 1,
     }
 }
@@ -70,6 +68,7 @@ unsafe extern "C" fn wal_hook(
     rusqlite::ffi::SQLITE_OK
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     mut conn: Connection,
     rx: mpsc::Receiver<Job>,
@@ -77,12 +76,15 @@ pub(super) fn run(
     gate: Arc<(Mutex<bool>, Condvar)>,
     db_path: std::path::PathBuf,
     sync_failed: Arc<super::SyncState>,
+    progress: Arc<Progress>,
+    intake: mpsc::Sender<IntakeMsg>,
 ) {
     let mut closing: Option<oneshot::Sender<()>> = None;
-    let syncer = match spawn_syncer(db_path, sync_failed.clone()) {
+    let syncer = match spawn_syncer(db_path, sync_failed.clone(), progress.clone()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the syncer; refusing writes");
+            progress.break_off();
             while let Ok(job) = rx.recv() {
                 fail_jobs(vec![job], &mut closing, || StoreError::SyncFailed);
                 if let Some(c) = closing.take() {
@@ -122,8 +124,19 @@ pub(super) fn run(
             }
         }
         if sync_failed.failed.load(Ordering::Relaxed) {
-            fail_jobs(jobs, &mut closing, || StoreError::SyncFailed);
-            continue;
+            if sync_failed.wal_failed.load(Ordering::Relaxed) {
+                progress.break_off();
+                fail_jobs(jobs, &mut closing, || StoreError::SyncFailed);
+                continue;
+            }
+            // Only the journal failed: what it acknowledged before is still applied; every
+            // other write is refused, as after a failed WAL fsync.
+            let (apply, other): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| matches!(j, Job::Apply { .. }));
+            fail_jobs(other, &mut closing, || StoreError::SyncFailed);
+            if apply.is_empty() {
+                continue;
+            }
+            jobs = apply;
         }
         // Another process (a CLI command on the same data directory) may have changed the
         // identity graph: then nothing cached can be trusted.
@@ -136,8 +149,22 @@ pub(super) fn run(
         }
         let started = std::time::Instant::now();
         let mut truncate = false;
-        let mut committed = commit_group(&mut conn, jobs, &options.rules, &options.master_key, &mut cache, &mut closing, &mut truncate);
+        let mut committed = commit_group(&mut conn, jobs, &options.rules, &options.master_key, &mut cache, &mut closing, &mut truncate, &progress);
         let took = started.elapsed();
+        // Batches applied: the callers' queue shares go, and reads waiting for them proceed.
+        committed.holds.clear();
+        match (committed.applied_seq, &committed.commit_error) {
+            (Some(seq), None) => progress.set_applied(seq),
+            (Some(_), Some(_)) => {
+                // Acknowledged batches are in the journal, not in the database: stop here, and
+                // let the next start apply them again.
+                sync_failed.failed.store(true, Ordering::Relaxed);
+                sync_failed.wal_failed.store(true, Ordering::Relaxed);
+                progress.break_off();
+                tracing::error!("acknowledged batches could not be committed; refusing writes until restart, which applies them from the intake journal");
+            }
+            _ => {}
+        }
         if truncate && committed.commit_error.is_none() {
             // An erasure: copy everything back and empty the WAL, so that no copy of the erased
             // pages survives there. The answers wait for it, and report if it could not be done.
@@ -149,6 +176,13 @@ pub(super) fn run(
                         other => committed.done.push(other),
                     }
                 }
+            } else {
+                // Everything applied is now in the database file, synced: the journal's
+                // copies of it go too, before the erasure is answered.
+                let (done, wait) = mpsc::channel();
+                if intake.send(IntakeMsg::Purge { seq: progress.applied(), done }).is_ok() {
+                    let _ = wait.recv_timeout(std::time::Duration::from_secs(10));
+                }
             }
             wal_frames.store(0, Ordering::Relaxed);
         }
@@ -159,7 +193,7 @@ pub(super) fn run(
             // Nothing to make durable: answer at once.
             Some(e) => committed.done.into_iter().for_each(|d| d.fail(StoreError::Conflict(format!("commit failed: {e}")))),
             None => {
-                if syncer.send(Synced::Group(committed.done)).is_err() {
+                if syncer.send(Synced::Group(committed.done, committed.applied_seq)).is_err() {
                     tracing::error!("the syncer thread is gone");
                 }
             }
@@ -211,7 +245,8 @@ fn truncate_wal(conn: &Connection) -> Result<()> {
 fn fail_jobs(jobs: Vec<Job>, closing: &mut Option<oneshot::Sender<()>>, err: impl Fn() -> StoreError) {
     for job in jobs {
         match job {
-            Job::Ingest(_, r) => drop(r.send(Err(err()))),
+            // Acknowledged already: it stays in the journal for the next start to apply.
+            Job::Apply { .. } => {}
             Job::EnsureSources(_, r) => drop(r.send(Err(err()))),
             Job::Unmerge { reply, .. } => drop(reply.send(Err(err()))),
             Job::Exec { run, .. } => {
@@ -225,7 +260,8 @@ fn fail_jobs(jobs: Vec<Job>, closing: &mut Option<oneshot::Sender<()>>, err: imp
 }
 
 enum Synced {
-    Group(Vec<Done>),
+    /// Answers to give once synced, and the last journal record the group applied.
+    Group(Vec<Done>, Option<u64>),
     Closed(oneshot::Sender<()>),
 }
 
@@ -241,7 +277,7 @@ enum Synced {
 /// for an fsync made after its original's commit. If an fsync fails, what the OS still holds
 /// can no longer be trusted: those groups get an error and the store refuses every later
 /// write (as PostgreSQL does), until a restart recovers from the WAL on disk.
-fn spawn_syncer(db_path: std::path::PathBuf, state: Arc<super::SyncState>) -> std::io::Result<mpsc::Sender<Synced>> {
+fn spawn_syncer(db_path: std::path::PathBuf, state: Arc<super::SyncState>, progress: Arc<Progress>) -> std::io::Result<mpsc::Sender<Synced>> {
     let (tx, rx) = mpsc::channel::<Synced>();
     let wal_path = std::path::PathBuf::from(format!("{}-wal", db_path.display()));
     std::thread::Builder::new().name("confidant-sync".into()).spawn(move || {
@@ -250,22 +286,26 @@ fn spawn_syncer(db_path: std::path::PathBuf, state: Arc<super::SyncState>) -> st
             let mut items = vec![first];
             items.extend(rx.try_iter());
             let started = std::time::Instant::now();
-            let result = if state.inject_failure.swap(false, Ordering::Relaxed) {
-                Err(std::io::Error::other("injected fsync failure"))
-            } else {
-                sync(&mut wal, &wal_path, &db_path)
-            };
+            let result = sync(&mut wal, &wal_path, &db_path);
             if started.elapsed() > std::time::Duration::from_millis(20) {
                 tracing::debug!(groups = items.len(), fsync_ms = started.elapsed().as_millis() as u64, "slow fsync");
             }
             if let Err(e) = &result {
                 state.failed.store(true, Ordering::Relaxed);
+                state.wal_failed.store(true, Ordering::Relaxed);
+                progress.break_off();
                 tracing::error!(error = %e, "fsync failed: refusing writes until restart");
             }
             for item in items {
                 match item {
-                    Synced::Group(done) if result.is_ok() => done.into_iter().for_each(Done::answer),
-                    Synced::Group(done) => done.into_iter().for_each(|d| d.fail(StoreError::SyncFailed)),
+                    Synced::Group(done, applied) if result.is_ok() => {
+                        // The journal's records up to here are now held by the synced WAL.
+                        if let Some(seq) = applied {
+                            progress.durable.fetch_max(seq, Ordering::AcqRel);
+                        }
+                        done.into_iter().for_each(Done::answer)
+                    }
+                    Synced::Group(done, _) => done.into_iter().for_each(|d| d.fail(StoreError::SyncFailed)),
                     Synced::Closed(c) => drop(c.send(())),
                 }
             }
@@ -294,6 +334,10 @@ struct Committed {
     done: Vec<Done>,
     commit_error: Option<String>,
     applied: std::time::Duration,
+    /// The last journal record applied in the group, if any.
+    applied_seq: Option<u64>,
+    /// Queue shares of the applied batches, released once committed.
+    holds: Vec<super::Hold>,
 }
 
 /// Applies and commits one group (without fsync: the syncer does that).
@@ -306,16 +350,19 @@ fn commit_group(
     cache: &mut IdentityCache,
     closing: &mut Option<oneshot::Sender<()>>,
     truncate: &mut bool,
+    progress: &Progress,
 ) -> Committed {
     let started = std::time::Instant::now();
     let mut done = Vec::with_capacity(jobs.len());
+    let mut applied_seq = None;
+    let mut holds = Vec::new();
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             tracing::error!(error = %e, "cannot begin a write transaction");
             let msg = e.to_string();
             fail_jobs(jobs, closing, || StoreError::Conflict(format!("cannot begin a write transaction: {msg}")));
-            return Committed { done: Vec::new(), commit_error: None, applied: started.elapsed() };
+            return Committed { done: Vec::new(), commit_error: None, applied: started.elapsed(), applied_seq: None, holds: Vec::new() };
         }
     };
     let now = now_millis();
@@ -324,10 +371,31 @@ fn commit_group(
             *closing = Some(c);
             continue;
         }
+        if let Job::Apply { seq, batch, hold } = job {
+            // Applied in order whatever happens: a batch that fails is rolled back alone,
+            // counted and logged (it would be a bug: it passed every check before it was
+            // acknowledged), and the journal moves past it.
+            let result = tx.savepoint().map_err(StoreError::from).and_then(|mut sp| match apply_ingest(&(&*sp).into(), &batch, rules, cache, now, master) {
+                Ok(_) => Ok(sp.commit()?),
+                Err(e) => {
+                    cache.clear();
+                    sp.rollback()?;
+                    Err(e)
+                }
+            });
+            if let Err(e) = result {
+                cache.clear();
+                progress.apply_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, seq, messages = batch.messages.len(), "an acknowledged batch could not be applied");
+            }
+            applied_seq = Some(seq);
+            holds.extend(hold);
+            continue;
+        }
         let mut exec_ok = false;
         let result = tx.savepoint().map_err(StoreError::from).and_then(|mut sp| {
             let out = match job {
-                Job::Ingest(batch, reply) => Done::Ingest(reply, apply_ingest(&(&*sp).into(), &batch, rules, cache, now, master)),
+                Job::Apply { .. } => unreachable!("handled above"),
                 Job::EnsureSources(names, reply) => Done::Sources(reply, ensure_sources(&(&*sp).into(), &names, now)),
                 Job::Unmerge { id, merge_id, actor, reply } => {
                     cache.clear();
@@ -347,7 +415,6 @@ fn commit_group(
                 Job::Close(_) => unreachable!("handled above"),
             };
             let ok = match &out {
-                Done::Ingest(_, r) => r.is_ok(),
                 Done::Sources(_, r) => r.is_ok(),
                 Done::Unmerge(_, r) => r.is_ok(),
                 Done::Exec(_) => exec_ok,
@@ -368,11 +435,20 @@ fn commit_group(
             }
         }
     }
+    if let Some(seq) = applied_seq {
+        if let Err(e) = tx.execute("UPDATE intake_state SET applied_seq = ?1 WHERE id = 1", [seq as i64]) {
+            tracing::error!(error = %e, "cannot record the intake journal's progress");
+            drop(tx);
+            cache.clear();
+            done.into_iter().for_each(|d| d.fail(StoreError::Conflict("commit failed".into())));
+            return Committed { done: Vec::new(), commit_error: Some(e.to_string()), applied: started.elapsed(), applied_seq, holds };
+        }
+    }
     let applied = started.elapsed();
     let commit_error = tx.commit().err().map(|e| {
         cache.clear();
         tracing::error!(error = %e, "commit failed");
         e.to_string()
     });
-    Committed { done, commit_error, applied }
+    Committed { done, commit_error, applied, applied_seq, holds }
 }
