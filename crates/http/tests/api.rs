@@ -393,6 +393,7 @@ async fn health_and_metrics_answer() {
     for needle in [
         "confidant_ingest_messages_total{outcome=\"accepted\"} 1",
         "confidant_ingest_queue_depth 0",
+        "confidant_ingest_apply_failures 0",
         "confidant_http_request_duration_seconds_bucket{le=",
         "route=\"/v1/batch\"",
         "confidant_ingest_rejected_total{reason=\"unknown_type\"} 0",

@@ -49,6 +49,7 @@ pub struct Metrics {
     latency: HistogramFamily<Route>,
     commit: Histogram,
     queue_depth: Gauge,
+    apply_failures: Gauge,
     queue: Arc<Semaphore>,
     capacity: usize,
 }
@@ -63,6 +64,7 @@ impl Metrics {
         let latency: HistogramFamily<Route> = Family::new_with_constructor(latency_histogram);
         let commit = latency_histogram();
         let queue_depth = Gauge::default();
+        let apply_failures = Gauge::default();
         let queue_capacity = Gauge::<i64>::default();
         queue_capacity.set(capacity as i64);
         registry.register("ingest_messages", "Messages acknowledged, by outcome (accepted: stored; duplicate: already stored)", messages.clone());
@@ -72,6 +74,11 @@ impl Metrics {
         registry.register("http_request_duration_seconds", "Time to answer an HTTP request, by route", latency.clone());
         registry.register("ingest_commit_duration_seconds", "Time from queueing a batch to its durable commit", commit.clone());
         registry.register("ingest_queue_depth", "Messages accepted and not yet applied (arriving, or acknowledged and waiting for the writer)", queue_depth.clone());
+        registry.register(
+            "ingest_apply_failures",
+            "Acknowledged batches the store could not apply since start (each logged as an error with its journal position; should stay 0)",
+            apply_failures.clone(),
+        );
         registry.register("ingest_queue_capacity", "Messages the queue holds before answering 429", queue_capacity);
         for outcome in ["accepted", "duplicate"] {
             let _ = messages.get_or_create(&Outcome { outcome: outcome.into() });
@@ -79,7 +86,7 @@ impl Metrics {
         for r in RejectReason::ALL {
             let _ = rejected.get_or_create(&Reason { reason: r.code().into() });
         }
-        Metrics { registry, messages, rejected, throttled, requests, latency, commit, queue_depth, queue, capacity }
+        Metrics { registry, messages, rejected, throttled, requests, latency, commit, queue_depth, apply_failures, queue, capacity }
     }
 
     pub(crate) fn rejected(&self, reason: RejectReason) {
@@ -102,14 +109,15 @@ impl Metrics {
         self.latency.get_or_create(&Route { route: route.into() }).observe(took.as_secs_f64());
     }
 
-    /// Messages waiting for their commit.
+    /// Messages accepted and not yet applied.
     pub fn queue_depth(&self) -> usize {
         self.capacity.saturating_sub(self.queue.available_permits())
     }
 
-    /// The text exposition format.
-    pub fn encode(&self) -> String {
+    /// The text exposition format, with the store's count of batches it could not apply.
+    pub fn encode(&self, apply_failures: u64) -> String {
         self.queue_depth.set(self.queue_depth() as i64);
+        self.apply_failures.set(apply_failures as i64);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
