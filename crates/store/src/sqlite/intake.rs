@@ -45,7 +45,7 @@ pub(crate) struct Progress {
     /// Highest sequence number acknowledged (appended and synced).
     pub(crate) acked: AtomicU64,
     /// Highest sequence number whose apply is committed, and who waits for it.
-    pub(crate) applied: std::sync::Mutex<u64>,
+    pub(crate) applied: AtomicU64,
     pub(crate) applied_changed: tokio::sync::Notify,
     /// Highest sequence number whose apply is committed and synced: records up to it may go.
     pub(crate) durable: AtomicU64,
@@ -58,15 +58,11 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn applied(&self) -> u64 {
-        *self.applied.lock().unwrap_or_else(|e| e.into_inner())
+        self.applied.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_applied(&self, seq: u64) {
-        let mut a = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        if seq > *a {
-            *a = seq;
-        }
-        drop(a);
+        self.applied.fetch_max(seq, Ordering::AcqRel);
         self.applied_changed.notify_waiters();
     }
 

@@ -192,14 +192,13 @@ impl Sqlite {
         let (tx, rx) = mpsc::channel();
         // Acknowledged batches the database does not hold yet go first, in their order;
         // reads wait for them.
-        if let Some((last, _)) = recovered.pending.last() {
+        if !recovered.pending.is_empty() {
             tracing::info!(batches = recovered.pending.len(), "applying acknowledged batches from the intake journal");
-            progress.acked.store(*last, std::sync::atomic::Ordering::Release);
         }
         for (seq, batch) in recovered.pending {
             let _ = tx.send(Job::Apply { seq, batch, hold: None });
         }
-        progress.acked.fetch_max(recovered.journal.last(), std::sync::atomic::Ordering::Release);
+        progress.acked.store(recovered.journal.last(), std::sync::atomic::Ordering::Release);
         let (intake_tx, intake_rx) = mpsc::channel();
         let rules = options.rules.clone();
         let master_key = options.master_key;

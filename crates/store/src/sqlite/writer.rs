@@ -151,8 +151,7 @@ pub(super) fn run(
         let mut truncate = false;
         let mut committed = commit_group(&mut conn, jobs, &options.rules, &options.master_key, &mut cache, &mut closing, &mut truncate, &progress);
         let took = started.elapsed();
-        // Batches applied: the callers' queue shares go, and reads waiting for them proceed.
-        committed.holds.clear();
+        // Batches applied (their queue shares went with the commit): reads waiting proceed.
         match (committed.applied_seq, &committed.commit_error) {
             (Some(seq), None) => progress.set_applied(seq),
             (Some(_), Some(_)) => {
@@ -336,8 +335,6 @@ struct Committed {
     applied: std::time::Duration,
     /// The last journal record applied in the group, if any.
     applied_seq: Option<u64>,
-    /// Queue shares of the applied batches, released once committed.
-    holds: Vec<super::Hold>,
 }
 
 /// Applies and commits one group (without fsync: the syncer does that).
@@ -362,7 +359,7 @@ fn commit_group(
             tracing::error!(error = %e, "cannot begin a write transaction");
             let msg = e.to_string();
             fail_jobs(jobs, closing, || StoreError::Conflict(format!("cannot begin a write transaction: {msg}")));
-            return Committed { done: Vec::new(), commit_error: None, applied: started.elapsed(), applied_seq: None, holds: Vec::new() };
+            return Committed { done: Vec::new(), commit_error: None, applied: started.elapsed(), applied_seq: None };
         }
     };
     let now = now_millis();
@@ -378,7 +375,6 @@ fn commit_group(
             let result = tx.savepoint().map_err(StoreError::from).and_then(|mut sp| match apply_ingest(&(&*sp).into(), &batch, rules, cache, now, master) {
                 Ok(_) => Ok(sp.commit()?),
                 Err(e) => {
-                    cache.clear();
                     sp.rollback()?;
                     Err(e)
                 }
@@ -435,20 +431,18 @@ fn commit_group(
             }
         }
     }
-    if let Some(seq) = applied_seq {
-        if let Err(e) = tx.execute("UPDATE intake_state SET applied_seq = ?1 WHERE id = 1", [seq as i64]) {
-            tracing::error!(error = %e, "cannot record the intake journal's progress");
-            drop(tx);
-            cache.clear();
-            done.into_iter().for_each(|d| d.fail(StoreError::Conflict("commit failed".into())));
-            return Committed { done: Vec::new(), commit_error: Some(e.to_string()), applied: started.elapsed(), applied_seq, holds };
-        }
-    }
     let applied = started.elapsed();
-    let commit_error = tx.commit().err().map(|e| {
+    // The journal position goes in the same transaction as the batches it covers.
+    let progress_recorded = match applied_seq {
+        Some(seq) => tx.execute("UPDATE intake_state SET applied_seq = ?1 WHERE id = 1", [seq as i64]).map(drop),
+        None => Ok(()),
+    };
+    let commit_error = progress_recorded.and_then(|()| tx.commit()).err().map(|e| {
         cache.clear();
         tracing::error!(error = %e, "commit failed");
         e.to_string()
     });
-    Committed { done, commit_error, applied, applied_seq, holds }
+    // Applied (or not, on error; then the journal keeps them): the callers' queue shares go.
+    drop(holds);
+    Committed { done, commit_error, applied, applied_seq }
 }
