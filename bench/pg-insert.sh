@@ -11,5 +11,5 @@ export CONFIDANT_TEST_DATABASE_URL="${CONFIDANT_TEST_DATABASE_URL:-postgres://po
 cargo build --release -q -p confidant-bench --bin pg-insert --bin raw-insert
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-./target/release/raw-insert --db "$work/raw.db" --customers "$C" --rows-per-commit 100
+./target/release/raw-insert --db "$work/raw.db" --customers "$C" --rows-per-commit 100 --rows events-only
 ./target/release/pg-insert --customers "$C" --rows-per-commit 100

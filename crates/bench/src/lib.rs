@@ -47,3 +47,54 @@ pub fn raw_rows(customers: usize) -> Vec<RawRow> {
         })
         .collect()
 }
+
+/// One message as the store ends up holding it, for the raw baseline that writes the same
+/// rows as the server: the event row at its own time and under its own profile, the profile
+/// and identifier rows the first time a person is seen, and the traits an `identify` sets.
+pub struct StoredRow {
+    pub message_id: String,
+    pub kind: String,
+    pub event: Option<String>,
+    pub ts: i64,
+    pub body: String,
+    /// The person: `userId` when the message has one, else `anonymousId`.
+    pub person: String,
+    /// (kind code, value): 0 user id, 1 email, 3 anonymous id, as the store numbers them.
+    pub identifiers: Vec<(i64, String)>,
+    /// (key, JSON value) of `traits` (identify) or `context.traits`.
+    pub traits: Vec<(String, String)>,
+}
+
+/// The demo shop's messages as the rows the server stores (see [`StoredRow`]).
+pub fn stored_rows(customers: usize) -> Vec<StoredRow> {
+    workload("raw", customers, 100)
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let text = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+            let user = text("userId");
+            let anon = text("anonymousId");
+            let traits_obj = m.get("traits").or_else(|| m.get("context").and_then(|c| c.get("traits"))).and_then(Value::as_object);
+            let mut identifiers = Vec::new();
+            if let Some(u) = &user {
+                identifiers.push((0, u.clone()));
+            }
+            if let Some(e) = traits_obj.and_then(|t| t.get("email")).and_then(Value::as_str) {
+                identifiers.push((1, e.trim().to_lowercase()));
+            }
+            if let Some(a) = &anon {
+                identifiers.push((3, a.clone()));
+            }
+            StoredRow {
+                message_id: text("messageId").unwrap_or_default(),
+                kind: text("type").unwrap_or_default(),
+                event: text("event"),
+                ts: text("timestamp").and_then(|t| confidant_core::time::parse_timestamp(&t)).unwrap_or(1_790_000_000_000),
+                body: m.to_string(),
+                person: user.or(anon).unwrap_or_default(),
+                identifiers,
+                traits: traits_obj.map(|t| t.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()).unwrap_or_default(),
+            }
+        })
+        .collect()
+}

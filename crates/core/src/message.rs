@@ -224,18 +224,21 @@ impl ParsedMessage {
             };
             if let Some(v) = obj.and_then(|o| o.get_mut(key.as_str())) {
                 let placeholder = format!("\u{1}enc:{token}:{i}\u{1}");
-                let plain = v.to_string();
+                let plain = serde_json::to_string(v).unwrap_or_default();
                 *v = Value::String(placeholder.clone());
-                encrypted.push((Value::String(placeholder).to_string(), plain));
+                encrypted.push((serde_json::to_string(&Value::String(placeholder)).unwrap_or_default(), plain));
             }
             if *section != Section::Properties && self.traits.contains_key(key) && !encrypted_traits.contains(key) {
                 encrypted_traits.push(key.clone());
             }
         }
+        // serde_json's writer, not `Display`: the same text, without the formatting machinery
+        // (a tenth of the request threads' time at peak ingestion went to `Display`).
+        let json = |v: &Value| serde_json::to_string(v).unwrap_or_default();
         SealedMessage {
             envelope: self.envelope,
-            traits: self.traits.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
-            body: Value::Object(self.body).to_string(),
+            traits: self.traits.into_iter().map(|(k, v)| { let text = json(&v); (k, text) }).collect(),
+            body: json(&Value::Object(self.body)),
             encrypted,
             encrypted_traits,
         }

@@ -20,6 +20,12 @@ mod shared;
 pub mod sql;
 mod sqlite;
 
+/// The SQLite schema's migrations, in order: what a new database runs. For the benchmarks'
+/// raw-insert baseline, which must write into the same tables and indexes as the store.
+pub fn sqlite_migrations() -> &'static [&'static str] {
+    sqlite::MIGRATIONS
+}
+
 use std::path::Path;
 
 pub use confidant_core::identity::IdentityRules;

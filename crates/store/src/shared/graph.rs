@@ -108,11 +108,29 @@ fn owner_root(conn: &Connection, cache: &mut IdentityCache, kind: IdKind, value:
     Ok(root)
 }
 
-pub(crate) fn apply_ingest(conn: &Connection, batch: &IngestBatch, rules: &IdentityRules, cache: &mut IdentityCache, now: i64, master: &[u8; 32]) -> Result<IngestReport> {
+/// Stores a batch. `known_duplicates`, one flag per message, is the answer already given to
+/// the sender (SQLite's intake journal decides it when it acknowledges the batch, from the
+/// database and what it acknowledged before): the batch is applied as acknowledged, without
+/// looking each message up again. Without it (a batch replayed from the journal at start),
+/// each message is looked up.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply_ingest(
+    conn: &Connection,
+    batch: &IngestBatch,
+    known_duplicates: Option<&[bool]>,
+    rules: &IdentityRules,
+    cache: &mut IdentityCache,
+    now: i64,
+    master: &[u8; 32],
+) -> Result<IngestReport> {
     let mut report = IngestReport { duplicate_flags: Vec::with_capacity(batch.messages.len()), ..Default::default() };
+    let known_duplicates = known_duplicates.filter(|k| k.len() == batch.messages.len());
     let mut exists = conn.prepare_cached("SELECT 1 FROM events WHERE source_id = ?1 AND message_id = ?2")?;
-    for msg in &batch.messages {
-        let dup = exists.exists(params![batch.source_id, msg.envelope.message_id])?;
+    for (i, msg) in batch.messages.iter().enumerate() {
+        let dup = match known_duplicates {
+            Some(k) => k[i],
+            None => exists.exists(params![batch.source_id, msg.envelope.message_id])?,
+        };
         report.duplicate_flags.push(dup);
         if dup {
             report.duplicates += 1;

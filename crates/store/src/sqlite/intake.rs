@@ -163,13 +163,26 @@ pub(crate) fn run(mut journal: Journal, rx: mpsc::Receiver<IntakeMsg>, reader: C
         let mut records = Vec::new();
         let mut reports = Vec::with_capacity(batches.len());
         let mut seq = journal.last();
+        // One read transaction for the whole group's lookups, not one per message (each would
+        // take and release a WAL read lock: a third of this thread's time at peak). Its
+        // snapshot starts at the first lookup, after `applied` was read above, so it holds
+        // every batch that the set of unapplied ids no longer covers.
+        let snapshot = reader.execute_batch("BEGIN").is_ok();
         for (batch, _, _) in &batches {
             seq += 1;
             let mut report = IngestReport { duplicate_flags: Vec::with_capacity(batch.messages.len()), ..Default::default() };
             let mut ids = Vec::with_capacity(batch.messages.len());
+            // Whether every lookup answered: if one failed, the writer looks the batch up
+            // again rather than trust a guess.
+            let mut exact = true;
             for m in &batch.messages {
                 let id = (batch.source_id, m.envelope.message_id.clone());
-                let dup = unapplied_ids.contains_key(&id) || stored(&reader, &id).unwrap_or(false);
+                let dup = unapplied_ids.contains_key(&id)
+                    || stored(&reader, &id).unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "intake duplicate lookup failed; the writer will look again");
+                        exact = false;
+                        false
+                    });
                 report.duplicate_flags.push(dup);
                 if dup {
                     report.duplicates += 1;
@@ -180,8 +193,11 @@ pub(crate) fn run(mut journal: Journal, rx: mpsc::Receiver<IntakeMsg>, reader: C
                 ids.push(id);
             }
             unapplied.push_back((seq, ids));
-            reports.push(report);
+            reports.push((report, exact));
             records.extend(seal(&key, seq, batch));
+        }
+        if snapshot {
+            let _ = reader.execute_batch("COMMIT");
         }
         let result = if sync.inject_failure.swap(false, Ordering::Relaxed) {
             Err(std::io::Error::other("injected fsync failure"))
@@ -198,8 +214,9 @@ pub(crate) fn run(mut journal: Journal, rx: mpsc::Receiver<IntakeMsg>, reader: C
         }
         progress.acked.store(seq, Ordering::Release);
         let first_seq = seq + 1 - batches.len() as u64;
-        for (i, ((batch, hold, reply), report)) in batches.into_iter().zip(reports).enumerate() {
-            if writer.send(Job::Apply { seq: first_seq + i as u64, batch, hold }).is_err() {
+        for (i, ((batch, hold, reply), (report, exact))) in batches.into_iter().zip(reports).enumerate() {
+            let duplicates = exact.then(|| report.duplicate_flags.clone());
+            if writer.send(Job::Apply { seq: first_seq + i as u64, batch, hold, duplicates }).is_err() {
                 tracing::error!("the writer is gone; acknowledged batches wait in the journal for the next start");
                 progress.break_off();
             }

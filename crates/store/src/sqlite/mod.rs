@@ -18,7 +18,7 @@ use crate::sql::Conn;
 use crate::{IngestBatch, IngestReport, MergeView, Result, SqliteOptions, StoreError};
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_foundation.sql"),
     include_str!("../../migrations/sqlite/0002_privacy.sql"),
     include_str!("../../migrations/sqlite/0003_import.sql"),
@@ -35,6 +35,10 @@ const MIGRATIONS: &[&str] = &[
 
 fn configure(conn: &Connection, writer: bool) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Room for every statement the store prepares (rusqlite keeps 16 by default). The writer's
+    // ingestion path alone uses more than 16 different statements: with the default, it
+    // compiled some of them again for every message that created or joined a profile.
+    conn.set_prepared_statement_cache_capacity(256);
     // secure_delete overwrites deleted content with zeros, so erased data does not linger
     // in free pages; temp_store keeps sorts and temporary tables out of files.
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;")?;
@@ -152,7 +156,7 @@ pub(crate) use crate::Hold;
 pub(crate) enum Job {
     Exec { run: Run, flags: ExecFlags },
     /// A batch acknowledged by the intake journal under `seq`, to apply in that order.
-    Apply { seq: u64, batch: IngestBatch, hold: Option<Hold> },
+    Apply { seq: u64, batch: IngestBatch, hold: Option<Hold>, duplicates: Option<Vec<bool>> },
     EnsureSources(Vec<String>, oneshot::Sender<Result<Vec<i64>>>),
     Unmerge { id: ProfileId, merge_id: Option<i64>, actor: String, reply: oneshot::Sender<Result<MergeView>> },
     Close(oneshot::Sender<()>),
@@ -178,8 +182,26 @@ pub(crate) struct Sqlite {
     inner: Arc<Inner>,
 }
 
+/// Process-wide SQLite settings, made once before the first connection opens.
+/// Memory statistics are turned off: with them, every allocation SQLite makes takes a global
+/// mutex, about a tenth of the writer's time at peak ingestion (BENCHMARKS.md). Nothing here
+/// reads them.
+fn configure_library() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config is called before any connection of this process is opened by
+        // this crate; if one was opened elsewhere first, SQLite answers SQLITE_MISUSE and
+        // changes nothing, which is harmless.
+        let rc = unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::os::raw::c_int) };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::debug!(rc, "SQLite memory statistics left on (the library was already initialised)");
+        }
+    });
+}
+
 impl Sqlite {
     pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Sqlite> {
+        configure_library();
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open(e.to_string()))?;
         configure(&conn, true)?;
@@ -196,7 +218,7 @@ impl Sqlite {
             tracing::info!(batches = recovered.pending.len(), "applying acknowledged batches from the intake journal");
         }
         for (seq, batch) in recovered.pending {
-            let _ = tx.send(Job::Apply { seq, batch, hold: None });
+            let _ = tx.send(Job::Apply { seq, batch, hold: None, duplicates: None });
         }
         progress.acked.store(recovered.journal.last(), std::sync::atomic::Ordering::Release);
         let (intake_tx, intake_rx) = mpsc::channel();

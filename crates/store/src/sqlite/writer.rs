@@ -368,11 +368,11 @@ fn commit_group(
             *closing = Some(c);
             continue;
         }
-        if let Job::Apply { seq, batch, hold } = job {
+        if let Job::Apply { seq, batch, hold, duplicates } = job {
             // Applied in order whatever happens: a batch that fails is rolled back alone,
             // counted and logged (it would be a bug: it passed every check before it was
             // acknowledged), and the journal moves past it.
-            let result = tx.savepoint().map_err(StoreError::from).and_then(|mut sp| match apply_ingest(&(&*sp).into(), &batch, rules, cache, now, master) {
+            let result = tx.savepoint().map_err(StoreError::from).and_then(|mut sp| match apply_ingest(&(&*sp).into(), &batch, duplicates.as_deref(), rules, cache, now, master) {
                 Ok(_) => Ok(sp.commit()?),
                 Err(e) => {
                     sp.rollback()?;
