@@ -79,8 +79,8 @@ pub fn stored_rows(customers: usize) -> Vec<StoredRow> {
             if let Some(u) = &user {
                 identifiers.push((0, u.clone()));
             }
-            if let Some(e) = traits_obj.and_then(|t| t.get("email")).and_then(Value::as_str) {
-                identifiers.push((1, e.trim().to_lowercase()));
+            if let Some(e) = traits_obj.and_then(|t| t.get("email")).and_then(Value::as_str).and_then(|e| confidant_core::ids::Email::parse(e).ok()) {
+                identifiers.push((1, e.as_str().to_owned()));
             }
             if let Some(a) = &anon {
                 identifiers.push((3, a.clone()));

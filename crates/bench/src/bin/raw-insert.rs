@@ -66,6 +66,19 @@ fn profile_id(n: u64) -> i64 {
     ((z ^ (z >> 31)) >> 1).max(1) as i64
 }
 
+/// Inserts `rows` in transactions of `per_commit`, each row by `insert`; returns the seconds.
+fn timed<'a, T>(conn: &mut Connection, rows: &'a [T], per_commit: usize, mut insert: impl FnMut(&rusqlite::Transaction<'_>, &'a T) -> Result<()>) -> Result<f64> {
+    let started = Instant::now();
+    for chunk in rows.chunks(per_commit) {
+        let tx = conn.transaction()?;
+        for row in chunk {
+            insert(&tx, row)?;
+        }
+        tx.commit()?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let mut conn = open(&args)?;
@@ -73,68 +86,52 @@ fn main() -> Result<()> {
         Rows::EventsOnly => {
             let rows = raw_rows(args.customers);
             conn.execute("INSERT INTO profiles(id, created_at) VALUES (1, 0)", [])?;
-            let started = Instant::now();
-            for chunk in rows.chunks(args.rows_per_commit) {
-                let tx = conn.transaction()?;
-                {
-                    let mut stmt = tx.prepare_cached(
-                        "INSERT INTO events(source_id, message_id, profile_id, type, event, ts, received_at, body) VALUES (1, ?1, 1, ?2, ?3, ?4, ?4, ?5)",
-                    )?;
-                    for (id, ty, ev, ts, body) in chunk {
-                        stmt.execute(params![id, ty, ev, ts, body])?;
-                    }
-                }
-                tx.commit()?;
-            }
-            (rows.len(), started.elapsed().as_secs_f64())
+            let secs = timed(&mut conn, &rows, args.rows_per_commit, |tx, (id, ty, ev, ts, body)| {
+                tx.prepare_cached(
+                    "INSERT INTO events(source_id, message_id, profile_id, type, event, ts, received_at, body) VALUES (1, ?1, 1, ?2, ?3, ?4, ?4, ?5)",
+                )?
+                .execute(params![id, ty, ev, ts, body])?;
+                Ok(())
+            })?;
+            (rows.len(), secs)
         }
         Rows::Stored => {
             let rows = stored_rows(args.customers);
             let mut profiles: HashMap<&str, i64> = HashMap::new();
             let mut known: HashSet<(i64, &str)> = HashSet::new();
-            let started = Instant::now();
-            for chunk in rows.chunks(args.rows_per_commit) {
-                let tx = conn.transaction()?;
-                {
-                    let mut profile = tx.prepare_cached("INSERT INTO profiles(id, created_at) VALUES (?1, ?2)")?;
-                    let mut identity = tx.prepare_cached(
-                        "INSERT INTO identities(kind, value, profile_id, created_at, source_id, message_id) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-                    )?;
-                    let mut event = tx.prepare_cached(
-                        "INSERT INTO events(source_id, message_id, profile_id, type, event, ts, received_at, body, category) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?5, ?6, 'behaviour')",
-                    )?;
-                    let mut trait_ = tx.prepare_cached(
-                        "INSERT INTO traits(profile_id, key, value, ts, source_id, message_id) VALUES (?1, ?2, ?3, ?4, 1, ?5)
-                         ON CONFLICT(profile_id, key, source_id) DO UPDATE SET value = excluded.value, ts = excluded.ts,
-                             message_id = excluded.message_id
-                         WHERE excluded.ts >= traits.ts",
-                    )?;
-                    for r in chunk {
-                        let next = profiles.len() as u64;
-                        let pid = *profiles.entry(r.person.as_str()).or_insert_with(|| profile_id(next));
-                        if profiles.len() as u64 > next {
-                            profile.execute(params![pid, r.ts])?;
-                        }
-                        for (kind, value) in &r.identifiers {
-                            if known.insert((*kind, value.as_str())) {
-                                identity.execute(params![kind, value, pid, r.ts, r.message_id])?;
-                            }
-                        }
-                        event.execute(params![r.message_id, pid, r.kind, r.event, r.ts, r.body])?;
-                        for (key, value) in &r.traits {
-                            trait_.execute(params![pid, key, value, r.ts, r.message_id])?;
-                        }
+            let secs = timed(&mut conn, &rows, args.rows_per_commit, |tx, r| {
+                let next = profiles.len() as u64;
+                let pid = *profiles.entry(r.person.as_str()).or_insert_with(|| profile_id(next));
+                if profiles.len() as u64 > next {
+                    tx.prepare_cached("INSERT INTO profiles(id, created_at) VALUES (?1, ?2)")?.execute(params![pid, r.ts])?;
+                }
+                for (kind, value) in &r.identifiers {
+                    if known.insert((*kind, value.as_str())) {
+                        tx.prepare_cached(
+                            "INSERT INTO identities(kind, value, profile_id, created_at, source_id, message_id) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+                        )?
+                        .execute(params![kind, value, pid, r.ts, r.message_id])?;
                     }
                 }
-                tx.commit()?;
-            }
-            (rows.len(), started.elapsed().as_secs_f64())
+                tx.prepare_cached(
+                    "INSERT INTO events(source_id, message_id, profile_id, type, event, ts, received_at, body, category) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?5, ?6, 'behaviour')",
+                )?
+                .execute(params![r.message_id, pid, r.kind, r.event, r.ts, r.body])?;
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO traits(profile_id, key, value, ts, source_id, message_id) VALUES (?1, ?2, ?3, ?4, 1, ?5)
+                     ON CONFLICT(profile_id, key, source_id) DO UPDATE SET value = excluded.value, ts = excluded.ts,
+                         message_id = excluded.message_id
+                     WHERE excluded.ts >= traits.ts",
+                )?;
+                for (key, value) in &r.traits {
+                    upsert.execute(params![pid, key, value, r.ts, r.message_id])?;
+                }
+                Ok(())
+            })?;
+            (rows.len(), secs)
         }
     };
-    let rows_kind = match args.rows {
-        Rows::Stored => "stored",
-        Rows::EventsOnly => "events-only",
-    };
+    let rows_kind = args.rows.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
     println!(
         "{}",
         serde_json::json!({"rows": count, "rows_kind": rows_kind, "rows_per_commit": args.rows_per_commit, "seconds": secs, "rows_per_second": count as f64 / secs})
