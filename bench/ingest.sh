@@ -47,11 +47,31 @@ URL=$(sed -n 's/^confidant listening on //p' "$T/server.log")
 
 peak=$($BIN/ingest-load --url "$URL" --write-key "$KEY" --customers "$CUSTOMERS" --concurrency 16 --run "peak$$")
 rate=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['events_per_second'] / 2 / 100, 1))" "$peak")
+# The server's own histograms over the half-peak phase tell the client's share of the
+# latency from the server's: time to answer /v1/batch, and time from queueing a batch to
+# its durable acknowledgement.
+curl -s "$URL/metrics" > "$T/metrics.before"
 half=$($BIN/ingest-load --url "$URL" --write-key "$KEY" --customers "$CUSTOMERS" --concurrency 64 --rate "$rate" --run "half$$")
+curl -s "$URL/metrics" > "$T/metrics.after"
 
-python3 - "$raw100" "$raw10k" "$peak" "$half" "$disk" "$rawev" <<'PY'
-import json, sys
-raw100, raw10k, peak, half, disk, rawev = (json.loads(a) for a in sys.argv[1:])
+python3 - "$raw100" "$raw10k" "$peak" "$half" "$disk" "$rawev" "$T/metrics.before" "$T/metrics.after" <<'PY'
+import json, re, sys
+raw100, raw10k, peak, half, disk, rawev = (json.loads(a) for a in sys.argv[1:7])
+
+def buckets(path, name, label):
+    out = {}
+    for line in open(path):
+        if line.startswith(name + "_bucket") and label in line:
+            le = re.search(r'le="([^"]+)"', line).group(1)
+            out[le] = float(line.split()[-1])
+    return out
+
+def share_over(name, label, ms):
+    """Share of the half-peak phase's observations above `ms` (a bucket bound)."""
+    a, b = buckets(sys.argv[7], name, label), buckets(sys.argv[8], name, label)
+    total = b["+Inf"] - a.get("+Inf", 0)
+    le = next(k for k in b if k != "+Inf" and abs(float(k) * 1000 - ms) < 1e-6)
+    return 100 * (1 - (b[le] - a.get(le, 0)) / total) if total else 0.0
 p = peak["events_per_second"]
 print(json.dumps({"disk_fdatasync": disk, "raw_100_per_commit": raw100, "raw_10000_per_commit": raw10k, "raw_events_only_100_per_commit": rawev, "server_peak": peak, "server_half_peak": half}, indent=1))
 print()
@@ -62,6 +82,8 @@ print(f"raw SQLite insert, the server's rows, 10,000 messages/commit: {raw10k['r
 print(f"raw SQLite insert, event rows only, in order, 100/commit:     {rawev['rows_per_second']:>10,.0f} messages/s")
 print(f"server peak, durable:                  {p:>10,.0f} events/s  (p50 {peak['latency_ms']['p50']:.1f} ms, p99 {peak['latency_ms']['p99']:.1f} ms)")
 print(f"server at half peak ({half['rate_batches_per_second']} batches/s): {half['events_per_second']:>8,.0f} events/s  p50 {half['latency_ms']['p50']:.1f} ms, p90 {half['latency_ms']['p90']:.1f} ms, p99 {half['latency_ms']['p99']:.1f} ms")
+for what, name, label in [("request /v1/batch", "confidant_http_request_duration_seconds", 'route="/v1/batch"'), ("queue to journal ack", "confidant_ingest_commit_duration_seconds", "")]:
+    print(f"  server side, {what}: over 8 ms {share_over(name, label, 8):.2f} %, over 16 ms {share_over(name, label, 16):.2f} %, over 32 ms {share_over(name, label, 32):.2f} %")
 print(f"ratio server / raw (100 messages/commit):    {p / raw100['rows_per_second']:.2f}")
 print(f"ratio server / raw (10,000 messages/commit): {p / raw10k['rows_per_second']:.2f}")
 print(f"ratio server / raw event rows only (100/commit): {p / rawev['rows_per_second']:.2f}")

@@ -14,13 +14,19 @@
 //! The database records the last sequence number applied (`intake_state`) in the same
 //! transaction as the batch; on start, every record after it is applied again, in order.
 //! Segments are deleted once every record in them is applied and the WAL holding the result
-//! is synced; an erasure deletes every segment at once (see `Intake::purge`).
+//! is synced, gently and on a thread of their own; an erasure deletes every segment at once
+//! and waits for it (`Journal::purge_through`).
+//!
+//! Threads: the intake thread numbers a group of batches, looks their message ids up and
+//! writes their records; the syncer (`confidant-intake-sync`) fdatasyncs, then acknowledges
+//! and hands the batches to the writer, in order. The next group is looked up and written
+//! while the previous one is being synced.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use rusqlite::Connection;
@@ -54,6 +60,8 @@ pub(crate) struct Progress {
     /// Set when batches can no longer be applied (a failed commit or fsync): reads stop
     /// waiting for them, and the next start applies them from the journal.
     pub(crate) broken: std::sync::atomic::AtomicBool,
+    /// Reads waiting in `settled`.
+    readers_waiting: AtomicUsize,
 }
 
 impl Progress {
@@ -69,6 +77,18 @@ impl Progress {
     /// Waits until every batch acknowledged before the call is applied.
     pub(crate) async fn settled(&self) {
         let target = self.acked.load(Ordering::Acquire);
+        if self.applied() >= target || self.broken.load(Ordering::Relaxed) {
+            return;
+        }
+        // The writer stops gathering batches and applies what it holds while a read waits.
+        self.readers_waiting.fetch_add(1, Ordering::AcqRel);
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&self.readers_waiting);
         loop {
             let notified = self.applied_changed.notified();
             if self.applied() >= target || self.broken.load(Ordering::Relaxed) {
@@ -76,6 +96,11 @@ impl Progress {
             }
             notified.await;
         }
+    }
+
+    /// Whether a read waits for the writer.
+    pub(crate) fn read_waiting(&self) -> bool {
+        self.readers_waiting.load(Ordering::Acquire) > 0
     }
 
     pub(crate) fn break_off(&self) {
@@ -100,13 +125,57 @@ pub(crate) struct Shared {
     pub(crate) writer: mpsc::Sender<Job>,
 }
 
-/// Batches appended with one fdatasync, at most.
+/// Batches numbered, looked up and written together, at most.
 const MAX_GROUP: usize = 256;
 
-/// The intake thread: numbers batches, appends and syncs them together (group commit), tells
-/// each caller which messages it already held, then hands the batches to the writer.
-pub(crate) fn run(mut journal: Journal, rx: mpsc::Receiver<IntakeMsg>, reader: Connection, shared: Shared) {
+/// A group of batches written to the journal and waiting for the fdatasync that acknowledges
+/// them.
+struct Written {
+    /// The segment they were written to (a rotation may come before the group is synced).
+    file: Arc<File>,
+    /// Sequence number of the first batch; the others follow in order.
+    first_seq: u64,
+    batches: Vec<(IngestBatch, Option<Hold>, Reply, IngestReport, bool)>,
+}
+
+type Reply = oneshot::Sender<Result<IngestReport>>;
+
+/// Starts the intake thread and its syncer. The intake thread numbers batches, tells each
+/// caller which messages it already held, and writes the group to the journal; the syncer
+/// fdatasyncs what was written, then acknowledges each batch and hands it to the writer, in
+/// order. While one fdatasync is in flight the next group is looked up and written, and the
+/// next fdatasync covers every group written meanwhile (group commit, pipelined).
+pub(crate) fn start(journal: Journal, rx: mpsc::Receiver<IntakeMsg>, reader: Connection, shared: Shared) -> std::io::Result<()> {
     let Shared { progress, sync, key, writer } = shared;
+    let (to_sync, written) = mpsc::channel();
+    let syncer = std::thread::Builder::new().name("confidant-intake-sync".into()).spawn({
+        let (progress, sync) = (progress.clone(), sync.clone());
+        move || sync_written(written, &progress, &sync, writer)
+    })?;
+    std::thread::Builder::new().name("confidant-intake".into()).spawn(move || {
+        let closing = run(journal, rx, reader, &progress, &sync, &key, &to_sync);
+        // Everything written is synced and handed to the writer before the close is answered.
+        drop(to_sync);
+        if syncer.join().is_err() {
+            tracing::error!("the intake syncer panicked");
+            progress.break_off();
+        }
+        if let Some(c) = closing {
+            let _ = c.send(());
+        }
+    })?;
+    Ok(())
+}
+
+fn run(
+    mut journal: Journal,
+    rx: mpsc::Receiver<IntakeMsg>,
+    reader: Connection,
+    progress: &Progress,
+    sync: &SyncState,
+    key: &[u8; 32],
+    to_sync: &mpsc::Sender<Written>,
+) -> Option<oneshot::Sender<()>> {
     // Message ids acknowledged but not yet applied, by the batch that carries them: with the
     // database, they decide exactly which messages are duplicates, as the writer will.
     let mut unapplied: VecDeque<(u64, Vec<(i64, String)>)> = VecDeque::new();
@@ -131,7 +200,7 @@ pub(crate) fn run(mut journal: Journal, rx: mpsc::Receiver<IntakeMsg>, reader: C
                         tracing::error!(error = %e, "cannot begin a new intake journal segment");
                     }
                     progress.durable.fetch_max(seq, Ordering::AcqRel);
-                    journal.drop_through(seq);
+                    journal.purge_through(seq);
                     let _ = done.send(());
                 }
                 IntakeMsg::Close(c) => closing = Some(c),
@@ -194,41 +263,85 @@ pub(crate) fn run(mut journal: Journal, rx: mpsc::Receiver<IntakeMsg>, reader: C
             }
             unapplied.push_back((seq, ids));
             reports.push((report, exact));
-            records.extend(seal(&key, seq, batch));
+            records.extend(seal(key, seq, batch));
         }
         if snapshot {
             let _ = reader.execute_batch("COMMIT");
         }
-        let result = if sync.inject_failure.swap(false, Ordering::Relaxed) {
-            Err(std::io::Error::other("injected fsync failure"))
-        } else {
-            journal.append(&records, seq)
-        };
-        if let Err(e) = result {
-            // What the OS holds of the journal can no longer be trusted: refuse every later
-            // write, as the writer does after a failed fsync; a restart recovers what was synced.
-            sync.failed.store(true, Ordering::Relaxed);
-            tracing::error!(error = %e, "intake journal append failed: refusing writes until restart");
-            batches.into_iter().for_each(|(_, _, reply)| drop(reply.send(Err(StoreError::SyncFailed))));
-            continue;
-        }
-        progress.acked.store(seq, Ordering::Release);
-        let first_seq = seq + 1 - batches.len() as u64;
-        for (i, ((batch, hold, reply), (report, exact))) in batches.into_iter().zip(reports).enumerate() {
-            let duplicates = exact.then(|| report.duplicate_flags.clone());
-            if writer.send(Job::Apply { seq: first_seq + i as u64, batch, hold, duplicates }).is_err() {
-                tracing::error!("the writer is gone; acknowledged batches wait in the journal for the next start");
-                progress.break_off();
+        let file = match journal.write(&records, seq) {
+            Ok(file) => file,
+            Err(e) => {
+                // What the OS holds of the journal can no longer be trusted: refuse every later
+                // write, as the writer does after a failed fsync; a restart recovers what was
+                // synced.
+                sync.failed.store(true, Ordering::Relaxed);
+                tracing::error!(error = %e, "intake journal write failed: refusing writes until restart");
+                batches.into_iter().for_each(|(_, _, reply)| drop(reply.send(Err(StoreError::SyncFailed))));
+                continue;
             }
-            let _ = reply.send(Ok(report));
+        };
+        let first_seq = seq + 1 - batches.len() as u64;
+        let batches = batches.into_iter().zip(reports).map(|((batch, hold, reply), (report, exact))| (batch, hold, reply, report, exact)).collect();
+        if to_sync.send(Written { file, first_seq, batches }).is_err() {
+            // The syncer is gone (it panicked); its replies were dropped, so the callers
+            // already have an error. Nothing more can be acknowledged.
+            sync.failed.store(true, Ordering::Relaxed);
+            tracing::error!("the intake syncer is gone: refusing writes until restart");
         }
         if let Err(e) = journal.rotate(false) {
             tracing::error!(error = %e, "cannot begin a new intake journal segment");
         }
     }
-    drop(writer);
-    if let Some(c) = closing {
-        let _ = c.send(());
+    journal.finish_reaping();
+    closing
+}
+
+/// The syncer: fdatasyncs each written group (with every group written while the last sync
+/// ran), then acknowledges its batches and hands them to the writer, in journal order.
+fn sync_written(rx: mpsc::Receiver<Written>, progress: &Progress, sync: &SyncState, writer: mpsc::Sender<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut groups = vec![first];
+        groups.extend(rx.try_iter());
+        let mut ok = !sync.failed.load(Ordering::Relaxed);
+        // Every segment the groups were written to, oldest first: a group written before a
+        // rotation is in the previous segment.
+        let mut files: Vec<&Arc<File>> = Vec::new();
+        for g in &groups {
+            if !files.iter().any(|f| Arc::ptr_eq(f, &g.file)) {
+                files.push(&g.file);
+            }
+        }
+        for f in files {
+            if !ok {
+                break;
+            }
+            let result = if sync.inject_failure.swap(false, Ordering::Relaxed) { Err(std::io::Error::other("injected fsync failure")) } else { f.sync_data() };
+            if let Err(e) = result {
+                // What the OS holds of the journal can no longer be trusted: refuse every
+                // later write; a restart recovers what was synced.
+                sync.failed.store(true, Ordering::Relaxed);
+                tracing::error!(error = %e, "intake journal fdatasync failed: refusing writes until restart");
+                ok = false;
+            }
+        }
+        if !ok {
+            for g in groups {
+                g.batches.into_iter().for_each(|(_, _, reply, _, _)| drop(reply.send(Err(StoreError::SyncFailed))));
+            }
+            continue;
+        }
+        for g in groups {
+            let last = g.first_seq + g.batches.len() as u64 - 1;
+            progress.acked.store(last, Ordering::Release);
+            for (i, (batch, hold, reply, report, exact)) in g.batches.into_iter().enumerate() {
+                let duplicates = exact.then(|| report.duplicate_flags.clone());
+                if writer.send(Job::Apply { seq: g.first_seq + i as u64, batch, hold, duplicates }).is_err() {
+                    tracing::error!("the writer is gone; acknowledged batches wait in the journal for the next start");
+                    progress.break_off();
+                }
+                let _ = reply.send(Ok(report));
+            }
+        }
     }
 }
 
@@ -259,13 +372,17 @@ pub(crate) fn seal(key: &[u8; 32], seq: u64, batch: &IngestBatch) -> Vec<u8> {
 /// The segments on disk: `intake/<first seq, 20 digits>.log`.
 pub(crate) struct Journal {
     dir: PathBuf,
-    file: File,
+    file: Arc<File>,
     current_first: u64,
     current_len: u64,
     /// Closed segments, oldest first: (first seq, last seq, path).
     closed: Vec<(u64, u64, PathBuf)>,
     /// Last sequence number written.
     last: u64,
+    /// Threads deleting segments that are no longer needed, and the flag that tells them to
+    /// stop pausing.
+    reaping: Vec<std::thread::JoinHandle<()>>,
+    hurry: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the journal held after the last applied record, to apply again on start.
@@ -354,21 +471,26 @@ impl Journal {
             .map_err(|e| StoreError::Open(format!("cannot create an intake journal segment: {e}")))?;
         // The new name must be durable before a record in it is acknowledged.
         File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::Open(format!("cannot sync the intake journal directory: {e}")))?;
-        Ok(Journal { dir, file, current_first: first, current_len: 0, closed, last })
+        Ok(Journal { dir, file: Arc::new(file), current_first: first, current_len: 0, closed, last, reaping: Vec::new(), hurry: Arc::default() })
     }
 
     pub(crate) fn last(&self) -> u64 {
         self.last
     }
 
-    /// Appends records (made by `seal` with consecutive sequence numbers after `last`) and
-    /// syncs them.
-    pub(crate) fn append(&mut self, records: &[u8], last: u64) -> std::io::Result<()> {
-        self.file.write_all(records)?;
-        self.file.sync_data()?;
+    /// Writes records (made by `seal` with consecutive sequence numbers after `last`) to the
+    /// current segment, without syncing them: returns the segment, for the syncer.
+    pub(crate) fn write(&mut self, records: &[u8], last: u64) -> std::io::Result<Arc<File>> {
+        (&*self.file).write_all(records)?;
         self.current_len += records.len() as u64;
         self.last = last;
-        Ok(())
+        Ok(self.file.clone())
+    }
+
+    /// Writes records and syncs them.
+    #[cfg(test)]
+    pub(crate) fn append(&mut self, records: &[u8], last: u64) -> std::io::Result<()> {
+        self.write(records, last)?.sync_data()
     }
 
     /// Closes the current segment once it is large, or when `force`.
@@ -376,28 +498,55 @@ impl Journal {
         if self.current_len == 0 || (!force && self.current_len < SEGMENT_BYTES) {
             return Ok(());
         }
-        let next = Journal::begin(self.dir.clone(), self.last + 1, Vec::new(), self.last)?;
+        let mut next = Journal::begin(self.dir.clone(), self.last + 1, Vec::new(), self.last)?;
+        next.closed = std::mem::take(&mut self.closed);
+        next.reaping = std::mem::take(&mut self.reaping);
+        next.hurry = self.hurry.clone();
         let old = std::mem::replace(self, next);
-        self.closed = old.closed;
         self.closed.push((old.current_first, old.last, self.dir.join(format!("{:020}.log", old.current_first))));
         Ok(())
     }
 
-    /// Deletes every closed segment whose records are all applied and synced.
+    /// Closed segments whose records are all applied and synced, taken off the list.
+    fn take_through(&mut self, durable: u64) -> Vec<PathBuf> {
+        let (gone, kept) = std::mem::take(&mut self.closed).into_iter().partition(|(_, last, _)| *last <= durable);
+        self.closed = kept;
+        gone.into_iter().map(|(_, _, path)| path).collect()
+    }
+
+    /// Deletes every closed segment whose records are all applied and synced, on a thread of
+    /// its own: unlinking a 64 MiB segment drops its cached pages, which took the intake
+    /// thread 13 to 27 ms, during which no batch was acknowledged.
     pub(crate) fn drop_through(&mut self, durable: u64) {
-        self.closed.retain(|(_, last, path)| {
-            if *last > durable {
-                return true;
-            }
-            match std::fs::remove_file(path) {
-                Ok(()) => false,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot delete an intake journal segment");
-                    true
-                }
-            }
-        });
+        self.reaping.retain(|t| !t.is_finished());
+        let gone = self.take_through(durable);
+        if gone.is_empty() {
+            return;
+        }
+        match std::thread::Builder::new().name("confidant-intake-reap".into()).spawn({
+            let (gone, hurry) = (gone.clone(), self.hurry.clone());
+            move || delete_segments(&gone, Some(&hurry))
+        }) {
+            Ok(t) => self.reaping.push(t),
+            Err(_) => delete_segments(&gone, None),
+        }
+    }
+
+    /// Deletes every closed segment whose records are all applied and synced, and waits until
+    /// every segment deleted before is gone (an erasure relies on it).
+    pub(crate) fn purge_through(&mut self, durable: u64) {
+        self.finish_reaping();
+        let gone = self.take_through(durable);
+        delete_segments(&gone, None);
+    }
+
+    /// Waits for the segments being deleted, telling their threads to hurry.
+    pub(crate) fn finish_reaping(&mut self) {
+        self.hurry.store(true, Ordering::Relaxed);
+        for t in self.reaping.drain(..) {
+            let _ = t.join();
+        }
+        self.hurry.store(false, Ordering::Relaxed);
     }
 
     /// Segments on disk.
@@ -405,6 +554,47 @@ impl Journal {
     pub(crate) fn segments(&self) -> usize {
         self.closed.len() + 1
     }
+}
+
+/// Deletes segments. With `gently`, each is first cut down a step at a time with a pause
+/// between steps, until the flag it points to (hurry) is set: freeing a whole 64 MiB segment
+/// at once (dropping its cached pages, freeing its blocks and, on a filesystem mounted with
+/// `discard` as this machine's is, discarding them on the device) coincided with the
+/// journal's slowest fdatasyncs, 17 to 36 ms, and every acknowledgement waits for those
+/// (BENCHMARKS.md).
+///
+/// A segment that cannot be deleted now is left on disk; the next start reads past its
+/// records (all applied) and deletes it then.
+fn delete_segments(paths: &[PathBuf], gently: Option<&std::sync::atomic::AtomicBool>) {
+    for path in paths {
+        if let Some(hurry) = gently {
+            if let Err(e) = cut_down(path, hurry) {
+                tracing::debug!(error = %e, "cannot shorten an intake journal segment before deleting it");
+            }
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(error = %e, "cannot delete an intake journal segment"),
+        }
+    }
+}
+
+/// Bytes freed per step, and the pause after each, when a segment is deleted gently: 1 MiB
+/// at a time, and at most 200 MiB a second, far above the rate at which the journal fills
+/// (about 30 MiB a second at peak here).
+const CUT_STEP: u64 = 1 << 20;
+const CUT_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
+fn cut_down(path: &Path, hurry: &std::sync::atomic::AtomicBool) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let mut len = file.metadata()?.len();
+    while len > 0 && !hurry.load(Ordering::Relaxed) {
+        len = len.saturating_sub(CUT_STEP);
+        file.set_len(len)?;
+        std::thread::sleep(CUT_PAUSE);
+    }
+    Ok(())
 }
 
 pub(crate) fn intake_dir(db_path: &Path) -> PathBuf {
@@ -651,7 +841,34 @@ mod tests {
         // Once applied and synced, old segments go.
         let mut j = again.journal;
         j.drop_through(2);
+        j.finish_reaping();
         assert_eq!(j.segments(), 1);
         assert_eq!(std::fs::read_dir(intake_dir(&db)).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn segments_are_deleted_in_the_background_and_an_erasure_waits_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("confidant.db");
+        let key = journal_key(&[9; 32]);
+        let Recovered { mut journal, .. } = Journal::recover(&db, &key, 0).unwrap();
+        // Three closed segments, of 8 MiB each (a gentle deletion of one takes about 40 ms).
+        let filler = vec![0u8; 8 << 20];
+        for seq in 1..=3 {
+            journal.append(&filler, seq).unwrap();
+            journal.rotate(true).unwrap();
+        }
+        assert_eq!(journal.segments(), 4);
+        // The first is deleted on a thread of its own: the intake thread does not wait.
+        journal.drop_through(1);
+        assert_eq!(journal.segments(), 3);
+        assert_eq!(journal.reaping.len(), 1);
+        // An erasure's purge deletes the rest and returns only once every file is gone,
+        // including the one still being cut down.
+        journal.purge_through(3);
+        assert!(journal.reaping.is_empty());
+        let left: Vec<_> = std::fs::read_dir(intake_dir(&db)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 1, "only the current segment is left: {left:?}");
+        assert!(!journal.hurry.load(Ordering::Relaxed), "later deletions are gentle again");
     }
 }

@@ -237,14 +237,8 @@ impl Sqlite {
         let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(|e| StoreError::Open(e.to_string()))?;
         configure(&reader, false)?;
-        std::thread::Builder::new()
-            .name("confidant-intake".into())
-            .spawn({
-                let shared = intake::Shared { progress: progress.clone(), sync: sync_failed.clone(), key: journal_key, writer: tx.clone() };
-                let journal = recovered.journal;
-                move || intake::run(journal, intake_rx, reader, shared)
-            })
-            .map_err(|e| StoreError::Open(e.to_string()))?;
+        let shared = intake::Shared { progress: progress.clone(), sync: sync_failed.clone(), key: journal_key, writer: tx.clone() };
+        intake::start(recovered.journal, intake_rx, reader, shared).map_err(|e| StoreError::Open(e.to_string()))?;
         let checkpointer = spawn_checkpointer(path)?;
         Ok(Sqlite {
             inner: Arc::new(Inner {
