@@ -8,8 +8,9 @@
 //! before they began is applied (`Intake::settled`), so a client reads its own writes.
 //!
 //! Records: `[u32 length][u64 seq][sealed]`, little-endian, where `sealed` is the batch's
-//! encoding under AES-256-GCM with a key derived from the master key and the sequence number
-//! as associated data: no personal data is readable in the journal, a record cannot be
+//! encoding (LZ4-compressed, format 2; format 1, uncompressed, is still read) under
+//! AES-256-GCM with a key derived from the master key and the sequence number as associated
+//! data: no personal data is readable in the journal, a record cannot be
 //! moved, and a torn tail fails authentication and is ignored (it was never acknowledged).
 //! The database records the last sequence number applied (`intake_state`) in the same
 //! transaction as the batch; on start, every record after it is applied again, in order.
@@ -358,8 +359,9 @@ pub(crate) fn journal_key(master: &[u8; 32]) -> [u8; 32] {
 }
 
 pub(crate) fn seal(key: &[u8; 32], seq: u64, batch: &IngestBatch) -> Vec<u8> {
-    let mut plain = Vec::with_capacity(batch.messages.iter().map(|m| m.body.len() + 256).sum::<usize>() + 64);
-    encode(batch, &mut plain);
+    let mut encoded = Vec::with_capacity(batch.messages.iter().map(|m| m.body.len() + 256).sum::<usize>() + 64);
+    encode(batch, &mut encoded);
+    let plain = compress(&encoded);
     let nonce: [u8; confidant_core::crypto::NONCE_LEN] = rand::random();
     let sealed = confidant_core::crypto::seal(key, nonce, &seq.to_le_bytes(), &plain);
     let mut record = Vec::with_capacity(12 + sealed.len());
@@ -430,7 +432,7 @@ impl Journal {
                     }
                     break;
                 };
-                let batch = decode(&plain).ok_or_else(|| StoreError::Open(format!("intake journal record {seq} is unreadable")))?;
+                let batch = open_plain(&plain).ok_or_else(|| StoreError::Open(format!("intake journal record {seq} is unreadable")))?;
                 if seq > applied {
                     pending.push((seq, batch));
                 }
@@ -719,6 +721,34 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Format 2: LZ4 (block, with the decompressed size first) of a format-1 encoding. Journal
+/// records are JSON bodies for the most part, which LZ4 shrinks about threefold: fewer bytes
+/// for each acknowledgement's fdatasync to wait for, and for the disk to flush.
+const COMPRESSED: u8 = 2;
+
+fn compress(encoded: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 4 + lz4_flex::block::get_maximum_output_size(encoded.len()));
+    out.push(COMPRESSED);
+    out.extend_from_slice(&lz4_flex::block::compress_prepend_size(encoded));
+    out
+}
+
+/// Reads a record's plaintext: format 2 (compressed), or format 1 as journals written before
+/// compression hold it.
+fn open_plain(plain: &[u8]) -> Option<IngestBatch> {
+    match plain.first()? {
+        &COMPRESSED => {
+            let packed = &plain[1..];
+            let size = u32::from_le_bytes(packed.get(..4)?.try_into().ok()?) as usize;
+            if size > MAX_RECORD {
+                return None;
+            }
+            decode(&lz4_flex::block::decompress_size_prepended(packed).ok()?)
+        }
+        _ => decode(plain),
+    }
+}
+
 fn decode(bytes: &[u8]) -> Option<IngestBatch> {
     let mut r = Reader { bytes, at: 0 };
     if r.u8()? != 1 {
@@ -813,6 +843,16 @@ mod tests {
         assert!(decode(&bytes[..bytes.len() - 1]).is_none());
         bytes.push(0);
         assert!(decode(&bytes).is_none());
+        bytes.pop();
+        // Compressed (format 2), and smaller; format 1, as older journals hold it, still reads.
+        let packed = compress(&bytes);
+        assert!(packed.len() < bytes.len());
+        assert!(same(&b, &open_plain(&packed).unwrap()));
+        assert!(same(&b, &open_plain(&bytes).unwrap()));
+        assert!(open_plain(&packed[..packed.len() - 1]).is_none());
+        let mut huge = packed.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(open_plain(&huge).is_none(), "a size beyond any record is refused before allocating");
     }
 
     #[test]
