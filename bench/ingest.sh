@@ -66,12 +66,14 @@ def buckets(path, name, label):
             out[le] = float(line.split()[-1])
     return out
 
-def share_over(name, label, ms):
-    """Share of the half-peak phase's observations above `ms` (a bucket bound)."""
+def shares_over(name, label, bounds_ms):
+    """Shares (%) of the half-peak phase's observations above each of `bounds_ms` (bucket bounds)."""
     a, b = buckets(sys.argv[7], name, label), buckets(sys.argv[8], name, label)
     total = b["+Inf"] - a.get("+Inf", 0)
-    le = next(k for k in b if k != "+Inf" and abs(float(k) * 1000 - ms) < 1e-6)
-    return 100 * (1 - (b[le] - a.get(le, 0)) / total) if total else 0.0
+    def over(ms):
+        le = next(k for k in b if k != "+Inf" and abs(float(k) * 1000 - ms) < 1e-6)
+        return 100 * (1 - (b[le] - a.get(le, 0)) / total) if total else 0.0
+    return [over(ms) for ms in bounds_ms]
 p = peak["events_per_second"]
 print(json.dumps({"disk_fdatasync": disk, "raw_100_per_commit": raw100, "raw_10000_per_commit": raw10k, "raw_events_only_100_per_commit": rawev, "server_peak": peak, "server_half_peak": half}, indent=1))
 print()
@@ -83,7 +85,8 @@ print(f"raw SQLite insert, event rows only, in order, 100/commit:     {rawev['ro
 print(f"server peak, durable:                  {p:>10,.0f} events/s  (p50 {peak['latency_ms']['p50']:.1f} ms, p99 {peak['latency_ms']['p99']:.1f} ms)")
 print(f"server at half peak ({half['rate_batches_per_second']} batches/s): {half['events_per_second']:>8,.0f} events/s  p50 {half['latency_ms']['p50']:.1f} ms, p90 {half['latency_ms']['p90']:.1f} ms, p99 {half['latency_ms']['p99']:.1f} ms")
 for what, name, label in [("request /v1/batch", "confidant_http_request_duration_seconds", 'route="/v1/batch"'), ("queue to journal ack", "confidant_ingest_commit_duration_seconds", "")]:
-    print(f"  server side, {what}: over 8 ms {share_over(name, label, 8):.2f} %, over 16 ms {share_over(name, label, 16):.2f} %, over 32 ms {share_over(name, label, 32):.2f} %")
+    s8, s16, s32 = shares_over(name, label, [8, 16, 32])
+    print(f"  server side, {what}: over 8 ms {s8:.2f} %, over 16 ms {s16:.2f} %, over 32 ms {s32:.2f} %")
 print(f"ratio server / raw (100 messages/commit):    {p / raw100['rows_per_second']:.2f}")
 print(f"ratio server / raw (10,000 messages/commit): {p / raw10k['rows_per_second']:.2f}")
 print(f"ratio server / raw event rows only (100/commit): {p / rawev['rows_per_second']:.2f}")

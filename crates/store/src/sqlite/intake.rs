@@ -727,9 +727,14 @@ impl<'a> Reader<'a> {
 const COMPRESSED: u8 = 2;
 
 fn compress(encoded: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 4 + lz4_flex::block::get_maximum_output_size(encoded.len()));
-    out.push(COMPRESSED);
-    out.extend_from_slice(&lz4_flex::block::compress_prepend_size(encoded));
+    // Compressed straight into the record's buffer, behind the format byte and the size (as
+    // `decompress_size_prepended` reads it), rather than into a second buffer and copied.
+    let mut out = vec![0; 5 + lz4_flex::block::get_maximum_output_size(encoded.len())];
+    out[0] = COMPRESSED;
+    out[1..5].copy_from_slice(&(encoded.len() as u32).to_le_bytes());
+    // The buffer has the largest size LZ4 can produce, so compressing into it cannot fail.
+    let n = lz4_flex::block::compress_into(encoded, &mut out[5..]).unwrap_or_else(|e| unreachable!("{e}"));
+    out.truncate(5 + n);
     out
 }
 
